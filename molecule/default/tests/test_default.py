@@ -1,0 +1,241 @@
+"""Verify the serving path on the Molecule container: real llama.cpp, real model, real HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+from llmrig_testlib import (
+    complete,
+    llama_processes,
+    model_children,
+    model_states,
+    request,
+    wait_for,
+)
+
+REPO = Path(__file__).resolve().parents[3]
+FLEET = ("gemma-a", "gemma-b")
+
+
+def journal(host) -> str:
+    return host.run("journalctl -u llmrig-gateway --no-pager -n 80").stdout
+
+
+def test_service_enabled_and_running(host):
+    service = host.service("llmrig-gateway")
+    try:
+        assert service.is_enabled
+        assert service.is_running
+    except AssertionError:
+        print(journal(host))
+        raise
+
+
+def test_service_runs_unprivileged_and_sandboxed(host):
+    props = host.service("llmrig-gateway").systemd_properties
+    assert props["User"] == "llmrig"
+    assert props["NoNewPrivileges"] == "yes"
+    assert props["ProtectSystem"] == "strict"
+    assert props["ProtectHome"] == "yes"
+    assert props["Restart"] == "on-failure"
+    command = props["ExecStart"]
+    assert "--api-key-file /etc/llmrig/api-key" in command
+    assert "llmrig-test-key-not-secret" not in command  # the key never appears on a command line
+    assert "--models-max 1" in command
+
+
+def test_service_account(host):
+    user = host.user("llmrig")
+    assert user.shell == "/usr/sbin/nologin"
+    assert user.group == "llmrig"
+
+
+@pytest.mark.parametrize(
+    ("path", "owner", "group", "mode"),
+    [
+        ("/etc/llmrig", "root", "llmrig", 0o750),
+        ("/etc/llmrig/presets.ini", "root", "llmrig", 0o640),
+        ("/etc/llmrig/api-key", "root", "llmrig", 0o640),
+        ("/var/lib/llmrig/models", "root", "llmrig", 0o750),
+        ("/var/lib/llmrig/models/gemma-3-270m-q4_k_m.gguf", "root", "llmrig", 0o640),
+        ("/etc/systemd/system/llmrig-gateway.service", "root", "root", 0o644),
+    ],
+)
+def test_files_owners_and_modes(host, path, owner, group, mode):
+    item = host.file(path)
+    assert item.exists, path
+    assert item.user == owner
+    assert item.group == group
+    assert item.mode == mode
+
+
+def test_system_directories_unchanged(host):
+    for path in ("/etc", "/usr", "/var", "/opt"):
+        assert host.file(path).user == "root"
+        assert host.file(path).group == "root"
+
+
+def test_no_partial_files_in_models_dir(host):
+    listing = host.run("ls -A /var/lib/llmrig/models").stdout.split()
+    assert listing == ["gemma-3-270m-q4_k_m.gguf"]
+    assert host.run("ls -A /var/lib/llmrig/staging").stdout.split() == []
+
+
+def test_model_file_checksum(host):
+    digest = host.run("sha256sum /var/lib/llmrig/models/gemma-3-270m-q4_k_m.gguf").stdout.split()[0]
+    assert digest == "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+
+
+def test_llama_cpp_versioned_install(host):
+    current = host.file("/opt/llmrig/llama.cpp/current")
+    assert current.is_symlink
+    build_id = current.linked_to.rsplit("/", 1)[-1]
+    manifest = json.loads(host.file(f"/opt/llmrig/llama.cpp/{build_id}/BUILD-INFO.json").content_string)
+    assert manifest["build_id"] == build_id
+    assert manifest["backend"] == "cpu"
+    assert manifest["source"].startswith("archive:")
+    assert host.file("/opt/llmrig/llama.cpp/current/bin/llama-server").mode == 0o755
+
+
+def test_presets_rendered_from_group_vars_fleet(host):
+    presets = host.file("/etc/llmrig/presets.ini").content_string
+    # the fleet comes from the top-level group_vars/llmrig_test.yml: proves group_vars reached the host
+    for name in FLEET:
+        assert f"[{name}]" in presets
+    assert "alias = gemma-small" in presets
+    assert "cache-type-k = q8_0" in presets
+
+
+def test_listening_socket(host):
+    assert host.socket("tcp://0.0.0.0:8080").is_listening
+
+
+def test_health_is_public(host):
+    status, body = request("GET", "/health", key=None)
+    assert status == 200
+    assert body["status"] == "ok"
+
+
+def test_requests_without_the_key_are_refused(host):
+    assert request("GET", "/v1/models", key=None)[0] == 401
+    assert request("GET", "/v1/models", key="wrong-key-0123456789")[0] == 401
+    status, _ = request("POST", "/v1/completions", {"model": "gemma-a", "prompt": "x"}, key=None)
+    assert status == 401
+
+
+def test_models_listed(host):
+    status, body = request("GET", "/v1/models")
+    assert status == 200
+    ids = {item["id"] for item in body["data"]}
+    assert set(FLEET) <= ids
+
+
+@pytest.mark.parametrize("sequence", [("gemma-a", "gemma-b", "gemma-a")])
+def test_swap_between_models(host, sequence):
+    pids = []
+    for model in sequence:
+        body = complete(model)
+        assert body["model"] == model
+        assert body["usage"]["completion_tokens"] > 0
+        assert body["usage"]["prompt_tokens"] > 0
+        assert body["timings"]["predicted_per_second"] > 0
+        states = model_states()
+        assert states[model] == "loaded"
+        other = next(name for name in FLEET if name != model)
+        assert states[other] == "unloaded", states
+        children = wait_for(lambda: len(model_children(host)) == 1 and model_children(host))
+        assert children, f"expected exactly one model process, got {model_children(host)}"
+        pids.append(children[0]["pid"])
+    # every request in the sequence swapped: a new model process each time
+    assert len(set(pids)) == len(sequence)
+    uid = int(host.run("id -u llmrig").stdout)
+    assert all(proc["uid"] == uid for proc in llama_processes(host))
+
+
+def test_alias_routes_to_its_model(host):
+    body = complete("gemma-small", max_tokens=4)
+    assert body["model"] == "gemma-a"
+    assert body["usage"]["completion_tokens"] > 0
+
+
+def test_metrics_of_the_loaded_model(host):
+    complete("gemma-a", max_tokens=4)
+    status, text = request("GET", "/metrics?model=gemma-a&autoload=false")
+    assert status == 200
+    assert "llamacpp:tokens_predicted_total" in text
+    # a scrape of the unloaded model is refused and loads nothing
+    status, _ = request("GET", "/metrics?model=gemma-b&autoload=false")
+    assert status == 400
+    assert model_states()["gemma-b"] == "unloaded"
+
+
+def test_killed_model_process_recovers(host):
+    complete("gemma-a", max_tokens=4)
+    victim = model_children(host)
+    assert len(victim) == 1
+    host.run("kill -9 %s", str(victim[0]["pid"]))
+    assert wait_for(lambda: model_states()["gemma-a"] != "loaded", timeout=15)
+    body = complete("gemma-a", max_tokens=4)
+    assert body["usage"]["completion_tokens"] > 0
+    survivors = model_children(host)
+    assert len(survivors) == 1
+    assert survivors[0]["pid"] != victim[0]["pid"]
+    assert host.service("llmrig-gateway").is_running
+
+
+def _playbook_with_bad_fleet(bad_fleet: list) -> subprocess.CompletedProcess:
+    """Run playbooks/site.yml against the live container with a broken fleet (extra vars win)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        inventory = Path(tmp, "inventory")
+        inventory.mkdir()
+        (inventory / "group_vars").symlink_to(REPO / "group_vars")
+        (inventory / "hosts.yml").write_text(
+            json.dumps(
+                {
+                    "all": {
+                        "children": {
+                            "llm_servers": {"hosts": {"llmrig-molecule": None}},
+                            "llmrig_test": {"hosts": {"llmrig-molecule": None}},
+                        },
+                        "vars": {"ansible_connection": "containers.podman.podman"},
+                    }
+                }
+            )
+        )
+        extra = Path(tmp, "bad.json")
+        extra.write_text(json.dumps({"llmrig_fleet": bad_fleet}))
+        env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+        return subprocess.run(
+            ["ansible-playbook", "-i", str(inventory), str(REPO / "playbooks/site.yml"), "-e", f"@{extra}"],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+
+
+def test_bad_fleet_stops_in_preflight_and_service_keeps_serving(host):
+    presets_before = host.file("/etc/llmrig/presets.ini").sha256sum
+    pid_before = host.service("llmrig-gateway").systemd_properties["MainPID"]
+    good = {
+        "name": "gemma-a",
+        "source": {"path": str(REPO / ".cache/models/gemma-3-270m-q4_k_m.gguf"), "sha256": "a5fd3b62" * 8},
+        "context": 2048,
+    }
+    bad = dict(good, name="gemma-broken", context="32k")
+    result = _playbook_with_bad_fleet([good, bad])
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert "fleet entry 'gemma-broken' (#2): field 'context': must be an integer" in output, output
+    # the play stopped in preflight: no serving task ran
+    assert "Deploy llama.cpp, the model files and the gateway" not in output
+    assert host.file("/etc/llmrig/presets.ini").sha256sum == presets_before
+    assert host.service("llmrig-gateway").systemd_properties["MainPID"] == pid_before
+    body = complete("gemma-b", max_tokens=4)
+    assert body["usage"]["completion_tokens"] > 0

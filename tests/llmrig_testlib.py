@@ -1,0 +1,87 @@
+"""Helpers shared by the Testinfra suites: HTTP calls to the gateway and process listings in the container."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+GATEWAY_URL = os.environ.get("LLMRIG_GATEWAY_URL", "http://127.0.0.1:18080")
+API_KEY = os.environ.get("LLMRIG_API_KEY", "llmrig-test-key-not-secret")
+
+# Lists llama-server processes inside the container as JSON: pid, ppid, uid.
+PROCESS_SCRIPT = r"""
+import json, os
+out = []
+for pid in filter(str.isdigit, os.listdir('/proc')):
+    try:
+        with open(f'/proc/{pid}/comm') as f:
+            comm = f.read().strip()
+        with open(f'/proc/{pid}/status') as f:
+            status = dict(line.split(':', 1) for line in f if ':' in line)
+    except OSError:
+        continue
+    if comm == 'llama-server':
+        out.append({'pid': int(pid), 'ppid': int(status['PPid']), 'uid': int(status['Uid'].split()[0])})
+print(json.dumps(out))
+"""
+
+
+def request(
+    method: str, path: str, body: dict | None = None, key: str | None = API_KEY, timeout: float = 120
+) -> tuple[int, Any]:
+    """One HTTP request to the gateway; returns (status, decoded JSON or text)."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(GATEWAY_URL + path, data=data, method=method)
+    req.add_header("Content-Type", "application/json")
+    if key is not None:
+        req.add_header("Authorization", f"Bearer {key}")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            status, raw = resp.status, resp.read().decode()
+    except urllib.error.HTTPError as err:
+        status, raw = err.code, err.read().decode()
+    try:
+        return status, json.loads(raw)
+    except ValueError:
+        return status, raw
+
+
+def model_states() -> dict[str, str]:
+    status, body = request("GET", "/models")
+    assert status == 200, body
+    return {item["id"]: item["status"]["value"] for item in body["data"]}
+
+
+def complete(model: str, prompt: str = "The capital of France is", max_tokens: int = 16) -> dict:
+    status, body = request(
+        "POST",
+        "/v1/completions",
+        {"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "cache_prompt": False},
+    )
+    assert status == 200, f"completion on {model}: HTTP {status}: {body}"
+    return body
+
+
+def llama_processes(host) -> list[dict]:
+    result = host.run("python3 -c %s", PROCESS_SCRIPT)
+    assert result.rc == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def model_children(host) -> list[dict]:
+    """llama-server processes whose parent is the router (the systemd service's main process)."""
+    router = int(host.run("systemctl show -p MainPID --value llmrig-gateway").stdout.strip())
+    return [proc for proc in llama_processes(host) if proc["ppid"] == router]
+
+
+def wait_for(predicate, timeout: float = 30, interval: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)

@@ -1,0 +1,289 @@
+"""Unit tests: every fleet validation rule, and the presets rendering."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+from ansible_collections.llmrig.serving.plugins.module_utils._fleet import (
+    FleetError,
+    fleet_files,
+    render_presets,
+    validate_fleet,
+)
+
+SHA = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+OTHER_SHA = "0" * 64
+
+
+def entry(**overrides):
+    base = {
+        "name": "model-a",
+        "source": {"url": "https://models.example/a/model-a.Q4_K_M.gguf", "sha256": SHA},
+        "context": 4096,
+    }
+    base.update(overrides)
+    return base
+
+
+def fails(fleet, entry_label: str, field: str, reason_part: str = "") -> FleetError:
+    with pytest.raises(FleetError) as info:
+        validate_fleet(fleet)
+    err = info.value
+    assert err.entry == entry_label
+    assert err.field == field
+    assert reason_part in err.reason
+    assert str(err).startswith(f"fleet entry {entry_label}: field '{field}': ")
+    return err
+
+
+def test_minimal_entry_is_valid_and_normalised():
+    (out,) = validate_fleet([entry()])
+    assert out == {
+        "name": "model-a",
+        "aliases": [],
+        "source": {"url": "https://models.example/a/model-a.Q4_K_M.gguf", "sha256": SHA, "file": "model-a.Q4_K_M.gguf"},
+        "context": 4096,
+    }
+
+
+def test_full_entry_is_valid():
+    full = entry(
+        aliases=["a", "coder"],
+        cache_type_k="q8_0",
+        cache_type_v="q5_1",
+        gpu_layers="all",
+        split_mode="layer",
+        tensor_split=[1, 1.5],
+        main_gpu=1,
+        flash_attn="on",
+        parallel=2,
+        threads=8,
+        speculative={"type": "draft-mtp", "draft_n_max": 3, "draft_n_min": 1, "draft_p_min": 0.6},
+        mmproj={"path": "/srv/models/mmproj-a.gguf", "sha256": OTHER_SHA},
+        sampling={"temperature": 0.6, "top_p": 0.95, "top_k": 20, "min_p": 0.0, "repeat_penalty": 1.05},
+        load_on_startup=True,
+        extra_args={"load-mode": "mmap", "cache-ram": 0, "no-mmproj-offload": False},
+    )
+    (out,) = validate_fleet([full])
+    assert out["mmproj"]["file"] == "mmproj-a.gguf"
+    assert out["speculative"]["draft_n_max"] == 3
+
+
+def test_sha256_is_lowercased():
+    (out,) = validate_fleet([entry(source={"path": "/m/a.gguf", "sha256": SHA.upper()})])
+    assert out["source"]["sha256"] == SHA
+
+
+def test_fleet_must_be_a_non_empty_list():
+    fails([], "(fleet)", "llmrig_fleet", "non-empty list")
+    fails({"name": "x"}, "(fleet)", "llmrig_fleet", "non-empty list")
+
+
+def test_entry_must_be_a_mapping():
+    fails(["model-a"], "#1", "(entry)", "mapping")
+
+
+def test_unknown_key():
+    fails([entry(contxt=4096)], "'model-a' (#1)", "contxt", "unknown field")
+
+
+def test_unknown_nested_keys():
+    fails([entry(source={"url": "https://x/a.gguf", "sha256": SHA, "md5": "x"})], "'model-a' (#1)", "source.md5")
+    fails([entry(sampling={"temp": 0.5})], "'model-a' (#1)", "sampling.temp", "unknown field")
+    fails([entry(speculative={"type": "draft-mtp", "draft_max": 2})], "'model-a' (#1)", "speculative.draft_max")
+
+
+def test_name_is_required_and_well_formed():
+    nameless = entry()
+    del nameless["name"]
+    fails([nameless], "#1", "name", "required")
+    fails([entry(name="has space")], "'has space' (#1)", "name", "must match")
+    fails([entry(name="[bracket]")], "'[bracket]' (#1)", "name", "must match")
+
+
+def test_aliases_must_be_a_list_of_names():
+    fails([entry(aliases="coder")], "'model-a' (#1)", "aliases", "list")
+    fails([entry(aliases=["ok", "not ok"])], "'model-a' (#1)", "aliases", "'not ok'")
+
+
+def test_source_is_required():
+    sourceless = entry()
+    del sourceless["source"]
+    fails([sourceless], "'model-a' (#1)", "source", "required")
+
+
+def test_source_needs_exactly_one_of_url_and_path():
+    fails([entry(source={"sha256": SHA})], "'model-a' (#1)", "source", "exactly one")
+    both = {"url": "https://x/a.gguf", "path": "/m/a.gguf", "sha256": SHA}
+    fails([entry(source=both)], "'model-a' (#1)", "source", "exactly one")
+
+
+def test_source_url_and_path_format():
+    fails([entry(source={"url": "ftp://x/a.gguf", "sha256": SHA})], "'model-a' (#1)", "source.url", "http")
+    fails([entry(source={"path": "models/a.gguf", "sha256": SHA})], "'model-a' (#1)", "source.path", "absolute")
+
+
+def test_sha256_is_required():
+    fails([entry(source={"url": "https://x/a.gguf"})], "'model-a' (#1)", "source.sha256", "required")
+
+
+@pytest.mark.parametrize("bad", ["abc", SHA[:-1], SHA + "0", "g" * 64, "replace-me", 12345])
+def test_bad_sha256_format(bad):
+    fails([entry(source={"url": "https://x/a.gguf", "sha256": bad})], "'model-a' (#1)", "source.sha256", "64 hex")
+
+
+def test_file_name_must_be_plain():
+    fails([entry(source={"url": "https://x/", "sha256": SHA})], "'model-a' (#1)", "source.file", "plain file name")
+    bad = {"url": "https://x/a.gguf", "sha256": SHA, "file": "../a.gguf"}
+    fails([entry(source=bad)], "'model-a' (#1)", "source.file")
+
+
+def test_context_is_required():
+    no_context = entry()
+    del no_context["context"]
+    fails([no_context], "'model-a' (#1)", "context", "required")
+
+
+@pytest.mark.parametrize("bad", ["32k", "4096", 4096.0, True, None, [4096]])
+def test_non_integer_context(bad):
+    fails([entry(context=bad)], "'model-a' (#1)", "context", "must be an integer")
+
+
+def test_context_must_be_positive():
+    fails([entry(context=0)], "'model-a' (#1)", "context", ">= 1")
+
+
+def test_kv_cache_types():
+    fails([entry(cache_type_k="q8")], "'model-a' (#1)", "cache_type_k", "one of")
+    fails([entry(cache_type_v="fp16")], "'model-a' (#1)", "cache_type_v", "one of")
+
+
+def test_gpu_layers():
+    assert validate_fleet([entry(gpu_layers=99)])[0]["gpu_layers"] == 99
+    assert validate_fleet([entry(gpu_layers="auto")])[0]["gpu_layers"] == "auto"
+    fails([entry(gpu_layers="most")], "'model-a' (#1)", "gpu_layers", "integer")
+    fails([entry(gpu_layers=-1)], "'model-a' (#1)", "gpu_layers", ">= 0")
+
+
+def test_split_settings():
+    fails([entry(split_mode="rows")], "'model-a' (#1)", "split_mode", "one of")
+    fails([entry(tensor_split="1,1")], "'model-a' (#1)", "tensor_split", "list")
+    fails([entry(tensor_split=[])], "'model-a' (#1)", "tensor_split")
+    fails([entry(tensor_split=[0, 0])], "'model-a' (#1)", "tensor_split")
+    fails([entry(tensor_split=[1, -1])], "'model-a' (#1)", "tensor_split")
+    fails([entry(main_gpu="0")], "'model-a' (#1)", "main_gpu", "integer")
+
+
+def test_flash_attn_parallel_threads():
+    fails([entry(flash_attn=True)], "'model-a' (#1)", "flash_attn", "one of")
+    fails([entry(parallel=0)], "'model-a' (#1)", "parallel", ">= 1")
+    fails([entry(threads="8")], "'model-a' (#1)", "threads", "integer")
+
+
+def test_speculative_rules():
+    fails([entry(speculative="mtp")], "'model-a' (#1)", "speculative", "mapping")
+    fails([entry(speculative={"type": "mtp"})], "'model-a' (#1)", "speculative.type", "draft-mtp")
+    fails([entry(speculative={"type": "draft-mtp", "draft_n_max": "3"})], "'model-a' (#1)", "speculative.draft_n_max")
+    both = {"type": "draft-mtp", "draft_n_max": 1, "draft_n_min": 2}
+    fails([entry(speculative=both)], "'model-a' (#1)", "speculative.draft_n_min", "must not exceed")
+    fails([entry(speculative={"type": "draft-mtp", "draft_p_min": 2})], "'model-a' (#1)", "speculative.draft_p_min")
+    fails([entry(speculative={"type": "draft-simple"})], "'model-a' (#1)", "speculative.model", "required")
+    bad_model = {"type": "draft-simple", "model": {"url": "https://x/d.gguf", "sha256": "nope"}}
+    fails([entry(speculative=bad_model)], "'model-a' (#1)", "speculative.model.sha256")
+
+
+def test_mmproj_is_a_source():
+    fails([entry(mmproj="/m/mmproj.gguf")], "'model-a' (#1)", "mmproj", "mapping")
+    fails([entry(mmproj={"path": "/m/mmproj.gguf"})], "'model-a' (#1)", "mmproj.sha256", "required")
+
+
+def test_sampling_values():
+    fails([entry(sampling="greedy")], "'model-a' (#1)", "sampling", "mapping")
+    fails([entry(sampling={"temperature": "0.5"})], "'model-a' (#1)", "sampling.temperature", "number")
+    fails([entry(sampling={"top_k": 2.5})], "'model-a' (#1)", "sampling.top_k", "integer")
+
+
+def test_load_on_startup_is_boolean():
+    fails([entry(load_on_startup="yes")], "'model-a' (#1)", "load_on_startup", "true or false")
+
+
+def test_extra_args_rules():
+    fails([entry(extra_args=["--foo"])], "'model-a' (#1)", "extra_args", "mapping")
+    fails([entry(extra_args={"--foo": 1})], "'model-a' (#1)", "extra_args.--foo", "without leading dashes")
+    fails([entry(extra_args={"ctx-size": 8192})], "'model-a' (#1)", "extra_args.ctx-size", "managed by context")
+    fails([entry(extra_args={"port": 9000})], "'model-a' (#1)", "extra_args.port", "gateway")
+    fails([entry(extra_args={"api-key": "x"})], "'model-a' (#1)", "extra_args.api-key", "gateway")
+    fails([entry(extra_args={"temp": 0.1})], "'model-a' (#1)", "extra_args.temp", "sampling.temperature")
+    fails([entry(extra_args={"override-tensor": ["a", "b"]})], "'model-a' (#1)", "extra_args.override-tensor")
+    fails([entry(extra_args={"chat-template": "a;b"})], "'model-a' (#1)", "extra_args.chat-template", "';'")
+
+
+def test_duplicate_names():
+    fails([entry(), entry()], "'model-a' (#2)", "name", "already used by entry 'model-a' (#1)")
+
+
+def test_duplicate_aliases():
+    first = entry(aliases=["coder"])
+    second = entry(name="model-b", aliases=["coder"])
+    fails([first, second], "'model-b' (#2)", "aliases", "'coder' is already used")
+    fails([entry(aliases=["model-b"]), entry(name="model-b")], "'model-b' (#2)", "name", "already used")
+    fails([entry(aliases=["x", "x"])], "'model-a' (#1)", "aliases", "'x' is already used")
+
+
+def test_same_file_with_different_checksums():
+    second = entry(name="model-b", source={"path": "/m/model-a.Q4_K_M.gguf", "sha256": OTHER_SHA})
+    fails([entry(), second], "'model-b' (#2)", "source.file", "another sha256")
+
+
+def test_same_file_twice_is_one_download():
+    fleet = validate_fleet([entry(), entry(name="model-b", context=8192)])
+    files = fleet_files(fleet)
+    assert [item["file"] for item in files] == ["model-a.Q4_K_M.gguf"]
+
+
+def test_fleet_files_include_projector_and_draft():
+    full = entry(
+        mmproj={"url": "https://x/mmproj-a.gguf", "sha256": OTHER_SHA},
+        speculative={"type": "draft-simple", "model": {"path": "/m/draft.gguf", "sha256": "1" * 64}},
+    )
+    files = fleet_files(validate_fleet([full]))
+    assert [item["file"] for item in files] == ["model-a.Q4_K_M.gguf", "mmproj-a.gguf", "draft.gguf"]
+    assert files[2]["path"] == "/m/draft.gguf"
+
+
+def test_validation_does_not_modify_input():
+    fleet = [entry(aliases=["x"])]
+    before = copy.deepcopy(fleet)
+    validate_fleet(fleet)
+    assert fleet == before
+
+
+def test_render_presets():
+    fleet = validate_fleet(
+        [
+            entry(
+                aliases=["a", "b"],
+                cache_type_k="q8_0",
+                tensor_split=[3, 1],
+                speculative={"type": "draft-mtp", "draft_n_max": 2},
+                sampling={"temperature": 0.6, "top_k": 20},
+                load_on_startup=True,
+                extra_args={"load-mode": "mmap", "jinja": True},
+            ),
+            entry(name="model-b", context=8192),
+        ]
+    )
+    text = render_presets(fleet, "/var/lib/llmrig/models", {"threads": 2, "stop-timeout": 10})
+    assert text == (
+        "version = 1\n\n[*]\nthreads = 2\nstop-timeout = 10\n\n"
+        "[model-a]\nmodel = /var/lib/llmrig/models/model-a.Q4_K_M.gguf\nalias = a,b\nctx-size = 4096\n"
+        "cache-type-k = q8_0\ntensor-split = 3,1\nspec-type = draft-mtp\nspec-draft-n-max = 2\n"
+        "temp = 0.6\ntop-k = 20\nload-on-startup = true\nload-mode = mmap\njinja = true\n\n"
+        "[model-b]\nmodel = /var/lib/llmrig/models/model-a.Q4_K_M.gguf\nctx-size = 8192\n"
+    )
+
+
+def test_render_presets_rejects_bad_global_option():
+    with pytest.raises(ValueError, match="global preset option"):
+        render_presets(validate_fleet([entry()]), "/m", {"--threads": 2})
