@@ -62,6 +62,7 @@ lint: $(VENV)/.installed
 	ansible-lint --offline
 	ruff check .
 	ruff format --check .
+	mypy
 	$(BIN)/python scripts/role_docs.py --check
 	scripts/check-group-vars.sh
 

@@ -216,6 +216,8 @@ def test_extra_args_rules():
     fails([entry(extra_args={"api-key": "x"})], "'model-a' (#1)", "extra_args.api-key", "gateway")
     fails([entry(extra_args={"temp": 0.1})], "'model-a' (#1)", "extra_args.temp", "sampling.temperature")
     fails([entry(extra_args={"override-tensor": ["a", "b"]})], "'model-a' (#1)", "extra_args.override-tensor")
+    fails([entry(extra_args={"draft-max": 4})], "'model-a' (#1)", "extra_args.draft-max", "speculative.draft_n_max")
+    fails([entry(extra_args={"no-mmap": True})], "'model-a' (#1)", "extra_args.no-mmap", "load-mode")
     fails([entry(extra_args={"chat-template": "a;b"})], "'model-a' (#1)", "extra_args.chat-template", "';'")
 
 

@@ -188,8 +188,8 @@ def test_killed_model_process_recovers(host):
     assert host.service("llmrig-gateway").is_running
 
 
-def _playbook_with_bad_fleet(bad_fleet: list) -> subprocess.CompletedProcess:
-    """Run playbooks/site.yml against the live container with a broken fleet (extra vars win)."""
+def _playbook_with_fleet(fleet: list) -> subprocess.CompletedProcess:
+    """Run playbooks/site.yml against the live container with another fleet (extra vars win)."""
     with tempfile.TemporaryDirectory() as tmp:
         inventory = Path(tmp, "inventory")
         inventory.mkdir()
@@ -208,7 +208,7 @@ def _playbook_with_bad_fleet(bad_fleet: list) -> subprocess.CompletedProcess:
             )
         )
         extra = Path(tmp, "bad.json")
-        extra.write_text(json.dumps({"llmrig_fleet": bad_fleet}))
+        extra.write_text(json.dumps({"llmrig_fleet": fleet}))
         env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
         return subprocess.run(
             ["ansible-playbook", "-i", str(inventory), str(REPO / "playbooks/site.yml"), "-e", f"@{extra}"],
@@ -229,7 +229,7 @@ def test_bad_fleet_stops_in_preflight_and_service_keeps_serving(host):
         "context": 2048,
     }
     bad = dict(good, name="gemma-broken", context="32k")
-    result = _playbook_with_bad_fleet([good, bad])
+    result = _playbook_with_fleet([good, bad])
     output = result.stdout + result.stderr
     assert result.returncode != 0, output
     assert "fleet entry 'gemma-broken' (#2): field 'context': must be an integer" in output, output
@@ -238,4 +238,47 @@ def test_bad_fleet_stops_in_preflight_and_service_keeps_serving(host):
     assert host.file("/etc/llmrig/presets.ini").sha256sum == presets_before
     assert host.service("llmrig-gateway").systemd_properties["MainPID"] == pid_before
     body = complete("gemma-b", max_tokens=4)
+    assert body["usage"]["completion_tokens"] > 0
+
+
+def test_option_unknown_to_llama_server_is_refused_before_the_presets_change(host):
+    """An extra_args option this llama.cpp does not know is caught by llama-server itself (template validate)."""
+    presets_before = host.file("/etc/llmrig/presets.ini").sha256sum
+    model = str(REPO / ".cache/models/gemma-3-270m-q4_k_m.gguf")
+    sha = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+    fleet = [
+        {"name": "gemma-a", "source": {"path": model, "sha256": sha}, "context": 2048},
+        {"name": "gemma-x", "source": {"path": model, "sha256": sha}, "context": 2048, "extra_args": {"bogus-opt": 1}},
+    ]
+    result = _playbook_with_fleet(fleet)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert "option 'bogus-opt' not recognized in preset 'gemma-x'" in output, output
+    assert host.file("/etc/llmrig/presets.ini").sha256sum == presets_before
+    assert complete("gemma-a", max_tokens=4)["usage"]["completion_tokens"] > 0
+
+
+def test_fleet_change_reloads_presets_without_rebuild_or_restart(host):
+    """Adding a model re-reads the presets in the running router: no rebuild, no restart, no new download."""
+    pid_before = host.service("llmrig-gateway").systemd_properties["MainPID"]
+    build_before = host.file("/opt/llmrig/llama.cpp/current").linked_to
+    built_at = host.file(f"{build_before}/BUILD-INFO.json").mtime
+    model = str(REPO / ".cache/models/gemma-3-270m-q4_k_m.gguf")
+    sha = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+    fleet = [
+        {"name": "gemma-a", "aliases": ["gemma-small"], "source": {"path": model, "sha256": sha}, "context": 2048},
+        {"name": "gemma-b", "source": {"path": model, "sha256": sha}, "context": 4096},
+        {"name": "gemma-c", "source": {"path": model, "sha256": sha}, "context": 1024},
+    ]
+    result = _playbook_with_fleet(fleet)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "TASK [llmrig_llamacpp : Configure the build]" not in output  # no rebuild
+    assert "Reload llmrig gateway presets" in output
+    assert "RUNNING HANDLER [llmrig_gateway : Restart llmrig gateway]" not in output
+    assert host.service("llmrig-gateway").systemd_properties["MainPID"] == pid_before
+    assert host.file("/opt/llmrig/llama.cpp/current").linked_to == build_before
+    assert host.file(f"{build_before}/BUILD-INFO.json").mtime == built_at
+    assert "gemma-c" in model_states()
+    body = complete("gemma-c", max_tokens=4)
     assert body["usage"]["completion_tokens"] > 0

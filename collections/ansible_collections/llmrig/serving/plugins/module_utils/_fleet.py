@@ -114,6 +114,15 @@ RESERVED_OPTIONS = {
     "models-autoload": "the gateway",
     "metrics": "the gateway",
 }
+# Options that recent llama.cpp renamed or removed: point at what replaced them.
+RENAMED_OPTIONS = {
+    "draft-max": "was renamed: set speculative.draft_n_max (--spec-draft-n-max)",
+    "draft-min": "was renamed: set speculative.draft_n_min (--spec-draft-n-min)",
+    "draft": "was renamed: set speculative.draft_n_max (--spec-draft-n-max)",
+    "draft-p-min": "was renamed: set speculative.draft_p_min (--spec-draft-p-min)",
+    "no-mmap": "was replaced by load-mode: use extra_args: {load-mode: none}",
+    "mlock": "was replaced by load-mode: use extra_args: {load-mode: mlock}",
+}
 for _field, _option in SAMPLING_OPTIONS.items():
     RESERVED_OPTIONS[_option] = "sampling." + _field
 RESERVED_OPTIONS["temperature"] = "sampling.temperature"
@@ -191,9 +200,8 @@ class _EntryChecker:
         file_name = value.get("file", default_file)
         if not isinstance(file_name, str) or not FILE_RE.match(file_name):
             raise self.fail(field + ".file", f"must be a plain file name (letters, digits, '._+-'), got {file_name!r}")
-        out = {"sha256": sha.lower(), "file": file_name}
-        out["url" if url is not None else "path"] = url if url is not None else path
-        return out
+        location = {"url": url} if url is not None else {"path": path}
+        return {**location, "sha256": sha.lower(), "file": file_name}
 
 
 def _check_names(checker: _EntryChecker, entry: dict) -> tuple[str, list[str]]:
@@ -279,6 +287,8 @@ def _check_extra_args(checker: _EntryChecker, value: Any) -> dict:
         field = f"extra_args.{key}"
         if not isinstance(key, str) or not OPTION_RE.match(key):
             raise checker.fail(field, "option names are llama-server long options without leading dashes")
+        if key in RENAMED_OPTIONS:
+            raise checker.fail(field, RENAMED_OPTIONS[key])
         if key in RESERVED_OPTIONS:
             raise checker.fail(field, f"is managed by {RESERVED_OPTIONS[key]}; set it there")
         if item is None or isinstance(item, (dict, list)):
