@@ -5,9 +5,9 @@ set -euo pipefail
 status=0
 for inventory in inventory/*/; do
   inventory=${inventory%/}
-  for host in $(ansible-inventory -i "$inventory" --list | python3 -c \
+  for host in $(ansible-inventory -i "$inventory" --playbook-dir playbooks --list | python3 -c \
       'import json, sys; d = json.load(sys.stdin); print(" ".join(d["_meta"]["hostvars"]))'); do
-    if ansible-inventory -i "$inventory" --host "$host" | python3 -c \
+    if ansible-inventory -i "$inventory" --playbook-dir playbooks --host "$host" | python3 -c \
         'import json, sys; v = json.load(sys.stdin); sys.exit(0 if v.get("llmrig_group_vars_loaded") is True and isinstance(v.get("llmrig_fleet"), list) else 1)'; then
       echo "ok: $inventory: $host gets llmrig_fleet from group_vars/"
     else
