@@ -32,11 +32,12 @@ setup: system-packages $(VENV)/.installed $(SDIST) $(MODEL)
 system-packages:
 	@missing=""; for cmd in podman runc debootstrap; do command -v $$cmd >/dev/null || missing="$$missing $$cmd"; done; \
 	$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
+	test -s /usr/share/keyrings/debian-archive-keyring.gpg || missing="$$missing debian-archive-keyring"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing system packages:$$missing"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman runc debootstrap python3-venv >/dev/null; \
-	  else echo "missing:$$missing; run 'sudo make setup' or install podman runc debootstrap python3-venv" >&2; exit 1; fi; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman runc debootstrap python3-venv debian-archive-keyring >/dev/null; \
+	  else echo "missing:$$missing; run 'sudo make setup' or install them with apt" >&2; exit 1; fi; \
 	fi
 
 $(VENV)/.installed: requirements.txt
