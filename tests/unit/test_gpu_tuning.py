@@ -1,0 +1,188 @@
+"""Decision logic of the GPU tuning CLI, with a stand-in NVML backend (no GPU here: logic only, not evidence)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+PATH = Path(__file__).resolve().parents[2] / "roles/llmrig_gpu_tuning/files/llmrig_gpu_tuning.py"
+spec = importlib.util.spec_from_file_location("llmrig_gpu_tuning", PATH)
+assert spec and spec.loader
+tuning = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = tuning  # dataclasses look their module up there
+spec.loader.exec_module(tuning)
+
+
+class FakeGpu:
+    def __init__(self, **kw):
+        self.persistence = kw.get("persistence", False)
+        self.power = kw.get("power", 300.0)
+        self.power_range = kw.get("power_range", (150.0, 360.0))
+        self.default_power = kw.get("default_power", 320.0)
+        self.offsets = {"memory": 0, "graphics": 0}
+        self.offset_range = kw.get("offset_range", (-1000, 3000))
+        self.unsupported = set(kw.get("unsupported", ()))
+        self.sticky = set(kw.get("sticky", ()))  # settings the GPU silently ignores
+
+
+class FakeBackend:
+    def __init__(self, *gpus):
+        self.gpus = list(gpus)
+        self.writes = []
+
+    def _gpu(self, index, op):
+        if op in self.gpus[index].unsupported:
+            raise tuning.Unsupported(op)
+        return self.gpus[index]
+
+    def count(self):
+        return len(self.gpus)
+
+    def name(self, index):
+        return f"Fake GPU {index}"
+
+    def get_persistence(self, index):
+        return self._gpu(index, "persistence").persistence
+
+    def set_persistence(self, index, enabled):
+        self.writes.append((index, "persistence", enabled))
+        self._gpu(index, "persistence").persistence = enabled
+
+    def get_power_limit_w(self, index):
+        return self._gpu(index, "power").power
+
+    def power_limit_range_w(self, index):
+        return self._gpu(index, "power").power_range
+
+    def default_power_limit_w(self, index):
+        return self._gpu(index, "power").default_power
+
+    def set_power_limit_w(self, index, watts):
+        self.writes.append((index, "power", watts))
+        gpu = self._gpu(index, "power")
+        if "power" not in gpu.sticky:
+            gpu.power = watts
+
+    def get_clock_offset(self, index, clock, pstate):
+        gpu = self._gpu(index, clock)
+        return (gpu.offsets[clock], *gpu.offset_range)
+
+    def set_clock_offset(self, index, clock, pstate, mhz):
+        self.writes.append((index, clock, mhz))
+        gpu = self._gpu(index, clock)
+        if clock not in gpu.sticky:
+            gpu.offsets[clock] = mhz
+
+
+def statuses(report):
+    return {(r.gpu, r.setting): r.status for r in report.results}
+
+
+def test_empty_config_changes_nothing():
+    backend = FakeBackend(FakeGpu())
+    assert tuning.apply(backend, {"gpus": []}).results == []
+    assert tuning.apply(backend, {"gpus": [{"index": 0}]}).results == []
+    assert backend.writes == []
+
+
+def test_apply_sets_and_reads_back_every_value():
+    backend = FakeBackend(FakeGpu(), FakeGpu())
+    config = {
+        "gpus": [
+            {"index": 0, "persistence_mode": True, "power_limit_w": 250, "memory_clock_offset_mhz": 1000},
+            {"index": 1, "graphics_clock_offset_mhz": 100},
+        ]
+    }
+    report = tuning.apply(backend, config)
+    assert report.ok
+    assert statuses(report) == {
+        (0, "persistence_mode"): "applied",
+        (0, "power_limit_w"): "applied",
+        (0, "memory_clock_offset_mhz"): "applied",
+        (1, "graphics_clock_offset_mhz"): "applied",
+    }
+    assert backend.gpus[0].power == 250
+    assert backend.gpus[1].offsets == {"memory": 0, "graphics": 100}
+
+
+def test_second_apply_is_unchanged():
+    backend = FakeBackend(FakeGpu())
+    config = {"gpus": [{"index": 0, "power_limit_w": 250, "memory_clock_offset_mhz": 500}]}
+    tuning.apply(backend, config)
+    backend.writes.clear()
+    report = tuning.apply(backend, config)
+    assert set(statuses(report).values()) == {"unchanged"}
+    assert backend.writes == []
+
+
+def test_unsupported_operation_is_refused_and_the_rest_applied():
+    backend = FakeBackend(FakeGpu(unsupported={"memory"}))
+    config = {"gpus": [{"index": 0, "power_limit_w": 200, "memory_clock_offset_mhz": 800}]}
+    report = tuning.apply(backend, config)
+    assert statuses(report) == {(0, "power_limit_w"): "applied", (0, "memory_clock_offset_mhz"): "refused"}
+    assert report.ok  # a refusal is reported, it does not fail the boot
+    assert "not supported" in report.results[1].line()
+    assert backend.gpus[0].power == 200
+
+
+def test_out_of_range_values_are_not_written():
+    backend = FakeBackend(FakeGpu())
+    report = tuning.apply(backend, {"gpus": [{"index": 0, "power_limit_w": 500, "memory_clock_offset_mhz": 5000}]})
+    assert not report.ok
+    assert statuses(report) == {(0, "power_limit_w"): "failed", (0, "memory_clock_offset_mhz"): "failed"}
+    assert "outside the GPU's range 150-360 W" in report.results[0].message
+    assert "outside the driver's range -1000 to 3000 MHz" in report.results[1].message
+    assert backend.writes == []
+
+
+def test_value_the_gpu_does_not_keep_is_a_failure():
+    backend = FakeBackend(FakeGpu(sticky={"memory"}))
+    report = tuning.apply(backend, {"gpus": [{"index": 0, "memory_clock_offset_mhz": 700}]})
+    assert not report.ok
+    assert report.results[0].message == "the GPU did not keep the value"
+    assert report.results[0].current == 0
+
+
+def test_missing_gpu_index_fails_clearly():
+    report = tuning.apply(FakeBackend(FakeGpu()), {"gpus": [{"index": 1, "power_limit_w": 200}]})
+    assert not report.ok
+    assert report.results[0].message == "only 1 GPU(s) present"
+
+
+def test_reset_restores_default_power_and_zero_offsets():
+    backend = FakeBackend(FakeGpu(power=250.0))
+    backend.gpus[0].offsets = {"memory": 1000, "graphics": 50}
+    report = tuning.reset(backend, {"gpus": [{"index": 0, "memory_clock_offset_mhz": 1000}]})
+    assert report.ok
+    assert backend.gpus[0].power == 320
+    assert backend.gpus[0].offsets == {"memory": 0, "graphics": 0}
+
+
+def test_status_shows_current_and_configured():
+    backend = FakeBackend(FakeGpu(unsupported={"graphics"}))
+    lines = tuning.status(backend, {"gpus": [{"index": 0, "power_limit_w": 250}]})
+    assert lines[0] == "gpu0 Fake GPU 0"
+    assert any("power_limit_w" in line and "current 300" in line and "configured 250" in line for line in lines)
+    assert any("graphics_clock_offset_mhz" in line and "unsupported" in line for line in lines)
+
+
+def test_cli_without_driver_exits_cleanly(tmp_path, capsys):
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"gpus": [{"index": 0, "power_limit_w": 250}]}))
+
+    def no_driver():
+        raise tuning.NoDriver("NVML could not start: no NVIDIA driver or GPU on this host")
+
+    assert tuning.main(["apply", "--config", str(config)], backend_factory=no_driver) == 0
+    assert "no NVIDIA driver" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("command", "code"), [("apply", 1), ("status", 0)])
+def test_cli_exit_codes(tmp_path, command, code):
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"gpus": [{"index": 0, "power_limit_w": 999}]}))
+    assert tuning.main([command, "--config", str(config)], backend_factory=lambda: FakeBackend(FakeGpu())) == code
