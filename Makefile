@@ -15,7 +15,7 @@ SDIST := $(CACHE)/src/llama_cpp_python-$(LLAMA_CPP_PYTHON_VERSION).tar.gz
 MODEL := $(CACHE)/models/gemma-3-270m-q4_k_m.gguf
 NVML_VERSION := 13.615.71
 NVML_WHEEL := $(CACHE)/wheels/nvidia_ml_py-$(NVML_VERSION)-py3-none-any.whl
-SCENARIOS ?= default gpu_tuning
+SCENARIOS ?= default nvidia_driver gpu_tuning
 DEMO_NAME := llmrig-demo
 DEMO_PORT ?= 8080
 PODMAN_RUN_OPTS := --runtime=runc --ulimit nofile=20000:20000 --ulimit nproc=32768:32768 --systemd=always
