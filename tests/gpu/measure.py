@@ -1,0 +1,107 @@
+#!/usr/bin/env python3
+"""Measurements of the GPU proof run, through the running gateway: load, GPU memory, decode, swaps, NVML read-back."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+
+def call(url: str, key: str, path: str, body: dict | None = None, timeout: float = 900) -> tuple[int, Any]:
+    req = urllib.request.Request(url + path, data=json.dumps(body).encode() if body else None)
+    req.add_header("Authorization", f"Bearer {key}")
+    req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+    except OSError:
+        return 0, None
+
+
+def first_token_seconds(url: str, key: str, model: str) -> float:
+    start = time.perf_counter()
+    status, body = call(url, key, "/v1/completions", {"model": model, "prompt": "Hello", "max_tokens": 1})
+    if status != 200:
+        raise RuntimeError(f"{model}: HTTP {status}: {body}")
+    return time.perf_counter() - start
+
+
+def decode_tps(url: str, key: str, model: str, tokens: int) -> float:
+    body = {"model": model, "prompt": "Once upon a time", "max_tokens": tokens}
+    body |= {"ignore_eos": True, "cache_prompt": False}
+    status, reply = call(url, key, "/v1/completions", body)
+    if status != 200:
+        raise RuntimeError(f"{model}: HTTP {status}: {reply}")
+    return float(reply["timings"]["predicted_per_second"])
+
+
+def gpu_memory_used_mib() -> list[int]:
+    try:
+        text = subprocess.run(
+            ["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return []
+    return [int(line) for line in text.split()]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--key", required=True)
+    parser.add_argument("--models", nargs=2, default=["synthetic-a", "synthetic-b"])
+    parser.add_argument("--tokens", type=int, default=128)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--tuning-cli", type=Path, required=True)
+    parser.add_argument("--tuning-config", type=Path, required=True)
+    parser.add_argument("--json", type=Path, required=True)
+    opts = parser.parse_args()
+    a, b = opts.models
+
+    deadline = time.monotonic() + 120
+    while call(opts.url, opts.key, "/health", timeout=2)[0] != 200:
+        if time.monotonic() > deadline:
+            raise RuntimeError("gateway did not answer /health")
+        time.sleep(0.2)
+    result: dict[str, Any] = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    result["idle_gpu_memory_mib"] = gpu_memory_used_mib()
+    result["cold_load_first_token_s"] = {a: first_token_seconds(opts.url, opts.key, a)}
+    result["gpu_memory_mib_loaded"] = {a: gpu_memory_used_mib()}
+    runs = [decode_tps(opts.url, opts.key, a, opts.tokens) for _ in range(opts.runs)]
+    result["decode_tps"] = {a: {"median": statistics.median(runs), "runs": runs}}
+    swaps = {f"{a}->{b}": [], f"{b}->{a}": []}
+    for _ in range(3):
+        swaps[f"{a}->{b}"].append(first_token_seconds(opts.url, opts.key, b))
+        result["gpu_memory_mib_loaded"][b] = gpu_memory_used_mib()
+        swaps[f"{b}->{a}"].append(first_token_seconds(opts.url, opts.key, a))
+    result["cold_swap_s"] = {name: {"median": statistics.median(v), "runs": v} for name, v in swaps.items()}
+    status, models = call(opts.url, opts.key, "/models")
+    result["model_status"] = {m["id"]: m["status"]["value"] for m in models["data"]} if status == 200 else models
+    tuning = subprocess.run(
+        [sys.executable, str(opts.tuning_cli), "status", "--config", str(opts.tuning_config)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    result["tuning_status"] = {"rc": tuning.returncode, "output": tuning.stdout + tuning.stderr}
+    opts.json.write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps({k: v for k, v in result.items() if k != "tuning_status"}, indent=1))
+    print(result["tuning_status"]["output"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
