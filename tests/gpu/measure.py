@@ -9,37 +9,23 @@ import statistics
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-
-def call(url: str, key: str, path: str, body: dict | None = None, timeout: float = 900) -> tuple[int, Any]:
-    req = urllib.request.Request(url + path, data=json.dumps(body).encode() if body else None)
-    req.add_header("Authorization", f"Bearer {key}")
-    req.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as err:
-        return err.code, err.read().decode()
-    except OSError:
-        return 0, None
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
+from bench_gateway import Client, wait_healthy  # the HTTP client of the gateway benchmark
 
 
-def first_token_seconds(url: str, key: str, model: str) -> float:
+def first_token_seconds(client: Client, model: str) -> float:
     start = time.perf_counter()
-    status, body = call(url, key, "/v1/completions", {"model": model, "prompt": "Hello", "max_tokens": 1})
-    if status != 200:
-        raise RuntimeError(f"{model}: HTTP {status}: {body}")
+    client.first_token(model)
     return time.perf_counter() - start
 
 
-def decode_tps(url: str, key: str, model: str, tokens: int) -> float:
+def decode_tps(client: Client, model: str, tokens: int) -> float:
     body = {"model": model, "prompt": "Once upon a time", "max_tokens": tokens}
     body |= {"ignore_eos": True, "cache_prompt": False}
-    status, reply = call(url, key, "/v1/completions", body)
+    status, reply = client.call("POST", "/v1/completions", body)
     if status != 200:
         raise RuntimeError(f"{model}: HTTP {status}: {reply}")
     return float(reply["timings"]["predicted_per_second"])
@@ -71,24 +57,21 @@ def main() -> int:
     opts = parser.parse_args()
     a, b = opts.models
 
-    deadline = time.monotonic() + 120
-    while call(opts.url, opts.key, "/health", timeout=2)[0] != 200:
-        if time.monotonic() > deadline:
-            raise RuntimeError("gateway did not answer /health")
-        time.sleep(0.2)
+    client = Client(opts.url, opts.key)
+    wait_healthy(client)
     result: dict[str, Any] = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     result["idle_gpu_memory_mib"] = gpu_memory_used_mib()
-    result["cold_load_first_token_s"] = {a: first_token_seconds(opts.url, opts.key, a)}
+    result["cold_load_first_token_s"] = {a: first_token_seconds(client, a)}
     result["gpu_memory_mib_loaded"] = {a: gpu_memory_used_mib()}
-    runs = [decode_tps(opts.url, opts.key, a, opts.tokens) for _ in range(opts.runs)]
+    runs = [decode_tps(client, a, opts.tokens) for _ in range(opts.runs)]
     result["decode_tps"] = {a: {"median": statistics.median(runs), "runs": runs}}
     swaps = {f"{a}->{b}": [], f"{b}->{a}": []}
     for _ in range(3):
-        swaps[f"{a}->{b}"].append(first_token_seconds(opts.url, opts.key, b))
+        swaps[f"{a}->{b}"].append(first_token_seconds(client, b))
         result["gpu_memory_mib_loaded"][b] = gpu_memory_used_mib()
-        swaps[f"{b}->{a}"].append(first_token_seconds(opts.url, opts.key, a))
+        swaps[f"{b}->{a}"].append(first_token_seconds(client, a))
     result["cold_swap_s"] = {name: {"median": statistics.median(v), "runs": v} for name, v in swaps.items()}
-    status, models = call(opts.url, opts.key, "/models")
+    status, models = client.call("GET", "/models")
     result["model_status"] = {m["id"]: m["status"]["value"] for m in models["data"]} if status == 200 else models
     tuning = subprocess.run(
         [sys.executable, str(opts.tuning_cli), "status", "--config", str(opts.tuning_config)],
