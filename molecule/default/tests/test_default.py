@@ -189,7 +189,7 @@ def test_killed_model_process_recovers(host):
     assert host.service("llmrig-gateway").is_running
 
 
-def _playbook_with_fleet(fleet: list) -> subprocess.CompletedProcess:
+def _playbook_with_fleet(fleet: list, *args: str) -> subprocess.CompletedProcess:
     """Run playbooks/site.yml against the live container with another fleet (extra vars win)."""
     with tempfile.TemporaryDirectory() as tmp:
         inventory = Path(tmp, "inventory")
@@ -212,7 +212,7 @@ def _playbook_with_fleet(fleet: list) -> subprocess.CompletedProcess:
         extra.write_text(json.dumps({"llmrig_fleet": fleet}))
         env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
         return subprocess.run(
-            ["ansible-playbook", "-i", str(inventory), str(REPO / "playbooks/site.yml"), "-e", f"@{extra}"],
+            ["ansible-playbook", "-i", str(inventory), str(REPO / "playbooks/site.yml"), "-e", f"@{extra}", *args],
             cwd=REPO,
             env=env,
             capture_output=True,
@@ -257,6 +257,40 @@ def test_option_unknown_to_llama_server_is_refused_before_the_presets_change(hos
     assert "option 'bogus-opt' not recognized in preset 'gemma-x'" in output, output
     assert host.file("/etc/llmrig/presets.ini").sha256sum == presets_before
     assert complete("gemma-a", max_tokens=4)["usage"]["completion_tokens"] > 0
+
+
+def _gemma_entry(name: str, **extra) -> dict:
+    model = str(REPO / ".cache/models/gemma-3-270m-q4_k_m.gguf")
+    sha = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+    return {"name": name, "source": {"path": model, "sha256": sha}, "context": 2048, **extra}
+
+
+def test_wrong_checksum_never_reaches_the_models_dir(host):
+    models_before = host.run("ls -A /var/lib/llmrig/models").stdout.split()
+    copy = _gemma_entry("gemma-copy")
+    copy["source"] = dict(copy["source"], sha256="0" * 64, file="gemma-copy.gguf")
+    result = _playbook_with_fleet([_gemma_entry("gemma-a"), copy])
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert "sha256 mismatch for gemma-copy.gguf" in output, output
+    assert host.run("ls -A /var/lib/llmrig/models").stdout.split() == models_before
+    assert host.run("ls -A /var/lib/llmrig/staging").stdout.split() == []
+    assert complete("gemma-a", max_tokens=4)["usage"]["completion_tokens"] > 0
+
+
+def test_disk_space_preflight_stops_before_any_change(host):
+    presets_before = host.file("/etc/llmrig/presets.ini").sha256sum
+    extra = _gemma_entry("gemma-big", source=dict(_gemma_entry("x")["source"], file="gemma-big.gguf"))
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as reserve:
+        json.dump({"llmrig_models_reserve_bytes": 2**60}, reserve)
+        reserve.flush()
+        result = _playbook_with_fleet([_gemma_entry("gemma-a"), extra], "-e", f"@{reserve.name}")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert "more on the models filesystem" in output, output
+    assert "Deploy llama.cpp, the model files and the gateway" not in output
+    assert host.file("/etc/llmrig/presets.ini").sha256sum == presets_before
+    assert not host.file("/var/lib/llmrig/models/gemma-big.gguf").exists
 
 
 def test_fleet_change_reloads_presets_without_rebuild_or_restart(host):
