@@ -20,6 +20,8 @@ from llmrig_testlib import (
 
 REPO = Path(__file__).resolve().parents[3]
 FLEET = ("gemma-a", "gemma-b")
+MODEL_FILE = "gemma-3-270m-q4_k_m.gguf"
+MODEL_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
 
 
 def journal(host) -> str:
@@ -88,7 +90,7 @@ def test_no_partial_files_in_models_dir(host):
 
 def test_model_file_checksum(host):
     digest = host.run("sha256sum /var/lib/llmrig/models/gemma-3-270m-q4_k_m.gguf").stdout.split()[0]
-    assert digest == "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+    assert digest == MODEL_SHA256
 
 
 def test_llama_cpp_versioned_install(host):
@@ -189,8 +191,16 @@ def test_killed_model_process_recovers(host):
     assert host.service("llmrig-gateway").is_running
 
 
-def _playbook_with_fleet(fleet: list, *args: str) -> subprocess.CompletedProcess:
-    """Run playbooks/site.yml against the live container with another fleet (extra vars win)."""
+def _gemma_entry(name: str, file: str = MODEL_FILE, sha256: str = MODEL_SHA256, **fields) -> dict:
+    """A fleet entry serving the test model from the controller (optionally under another file name)."""
+    source = {"path": str(REPO / ".cache/models" / MODEL_FILE), "sha256": sha256, "file": file}
+    return {"name": name, "source": source, "context": 2048, **fields}
+
+
+def _playbook_with_fleet(fleet: list, *args: str) -> tuple[int, str]:
+    """Run playbooks/site.yml against the live container with another fleet (extra vars win).
+
+    Returns the exit status and the combined output."""
     with tempfile.TemporaryDirectory() as tmp:
         inventory = Path(tmp, "inventory")
         inventory.mkdir()
@@ -211,7 +221,7 @@ def _playbook_with_fleet(fleet: list, *args: str) -> subprocess.CompletedProcess
         extra = Path(tmp, "bad.json")
         extra.write_text(json.dumps({"llmrig_fleet": fleet}))
         env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
-        return subprocess.run(
+        result = subprocess.run(
             ["ansible-playbook", "-i", str(inventory), str(REPO / "playbooks/site.yml"), "-e", f"@{extra}", *args],
             cwd=REPO,
             env=env,
@@ -219,20 +229,15 @@ def _playbook_with_fleet(fleet: list, *args: str) -> subprocess.CompletedProcess
             text=True,
             timeout=600,
         )
+        return result.returncode, result.stdout + result.stderr
 
 
 def test_bad_fleet_stops_in_preflight_and_service_keeps_serving(host):
     presets_before = host.file("/etc/llmrig/presets.ini").sha256sum
     pid_before = host.service("llmrig-gateway").systemd_properties["MainPID"]
-    good = {
-        "name": "gemma-a",
-        "source": {"path": str(REPO / ".cache/models/gemma-3-270m-q4_k_m.gguf"), "sha256": "a5fd3b62" * 8},
-        "context": 2048,
-    }
-    bad = dict(good, name="gemma-broken", context="32k")
-    result = _playbook_with_fleet([good, bad])
-    output = result.stdout + result.stderr
-    assert result.returncode != 0, output
+    bad = _gemma_entry("gemma-broken", context="32k")
+    returncode, output = _playbook_with_fleet([_gemma_entry("gemma-a"), bad])
+    assert returncode != 0, output
     assert "fleet entry 'gemma-broken' (#2): field 'context': must be an integer" in output, output
     # the play stopped in preflight: no serving task ran
     assert "Deploy llama.cpp, the model files and the gateway" not in output
@@ -245,33 +250,19 @@ def test_bad_fleet_stops_in_preflight_and_service_keeps_serving(host):
 def test_option_unknown_to_llama_server_is_refused_before_the_presets_change(host):
     """An extra_args option this llama.cpp does not know is caught by llama-server itself (template validate)."""
     presets_before = host.file("/etc/llmrig/presets.ini").sha256sum
-    model = str(REPO / ".cache/models/gemma-3-270m-q4_k_m.gguf")
-    sha = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
-    fleet = [
-        {"name": "gemma-a", "source": {"path": model, "sha256": sha}, "context": 2048},
-        {"name": "gemma-x", "source": {"path": model, "sha256": sha}, "context": 2048, "extra_args": {"bogus-opt": 1}},
-    ]
-    result = _playbook_with_fleet(fleet)
-    output = result.stdout + result.stderr
-    assert result.returncode != 0, output
+    fleet = [_gemma_entry("gemma-a"), _gemma_entry("gemma-x", extra_args={"bogus-opt": 1})]
+    returncode, output = _playbook_with_fleet(fleet)
+    assert returncode != 0, output
     assert "option 'bogus-opt' not recognized in preset 'gemma-x'" in output, output
     assert host.file("/etc/llmrig/presets.ini").sha256sum == presets_before
     assert complete("gemma-a", max_tokens=4)["usage"]["completion_tokens"] > 0
 
 
-def _gemma_entry(name: str, **extra) -> dict:
-    model = str(REPO / ".cache/models/gemma-3-270m-q4_k_m.gguf")
-    sha = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
-    return {"name": name, "source": {"path": model, "sha256": sha}, "context": 2048, **extra}
-
-
 def test_wrong_checksum_never_reaches_the_models_dir(host):
     models_before = host.run("ls -A /var/lib/llmrig/models").stdout.split()
-    copy = _gemma_entry("gemma-copy")
-    copy["source"] = dict(copy["source"], sha256="0" * 64, file="gemma-copy.gguf")
-    result = _playbook_with_fleet([_gemma_entry("gemma-a"), copy])
-    output = result.stdout + result.stderr
-    assert result.returncode != 0, output
+    copy = _gemma_entry("gemma-copy", file="gemma-copy.gguf", sha256="0" * 64)
+    returncode, output = _playbook_with_fleet([_gemma_entry("gemma-a"), copy])
+    assert returncode != 0, output
     assert "sha256 mismatch for gemma-copy.gguf" in output, output
     assert host.run("ls -A /var/lib/llmrig/models").stdout.split() == models_before
     assert host.run("ls -A /var/lib/llmrig/staging").stdout.split() == []
@@ -280,13 +271,12 @@ def test_wrong_checksum_never_reaches_the_models_dir(host):
 
 def test_disk_space_preflight_stops_before_any_change(host):
     presets_before = host.file("/etc/llmrig/presets.ini").sha256sum
-    extra = _gemma_entry("gemma-big", source=dict(_gemma_entry("x")["source"], file="gemma-big.gguf"))
+    extra = _gemma_entry("gemma-big", file="gemma-big.gguf")
     with tempfile.NamedTemporaryFile("w", suffix=".json") as reserve:
         json.dump({"llmrig_models_reserve_bytes": 2**60}, reserve)
         reserve.flush()
-        result = _playbook_with_fleet([_gemma_entry("gemma-a"), extra], "-e", f"@{reserve.name}")
-    output = result.stdout + result.stderr
-    assert result.returncode != 0, output
+        returncode, output = _playbook_with_fleet([_gemma_entry("gemma-a"), extra], "-e", f"@{reserve.name}")
+    assert returncode != 0, output
     assert "more on the models filesystem" in output, output
     assert "Deploy llama.cpp, the model files and the gateway" not in output
     assert host.file("/etc/llmrig/presets.ini").sha256sum == presets_before
@@ -298,16 +288,13 @@ def test_fleet_change_reloads_presets_without_rebuild_or_restart(host):
     pid_before = host.service("llmrig-gateway").systemd_properties["MainPID"]
     build_before = host.file("/opt/llmrig/llama.cpp/current").linked_to
     built_at = host.file(f"{build_before}/BUILD-INFO.json").mtime
-    model = str(REPO / ".cache/models/gemma-3-270m-q4_k_m.gguf")
-    sha = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
     fleet = [
-        {"name": "gemma-a", "aliases": ["gemma-small"], "source": {"path": model, "sha256": sha}, "context": 2048},
-        {"name": "gemma-b", "source": {"path": model, "sha256": sha}, "context": 4096},
-        {"name": "gemma-c", "source": {"path": model, "sha256": sha}, "context": 1024},
+        _gemma_entry("gemma-a", aliases=["gemma-small"]),
+        _gemma_entry("gemma-b", context=4096),
+        _gemma_entry("gemma-c", context=1024),
     ]
-    result = _playbook_with_fleet(fleet)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output
+    returncode, output = _playbook_with_fleet(fleet)
+    assert returncode == 0, output
     assert "TASK [llmrig_llamacpp : Configure the build]" not in output  # no rebuild
     assert "Reload llmrig gateway presets" in output
     assert "RUNNING HANDLER [llmrig_gateway : Restart llmrig gateway]" not in output
