@@ -15,9 +15,12 @@ SDIST := $(CACHE)/src/llama_cpp_python-$(LLAMA_CPP_PYTHON_VERSION).tar.gz
 MODEL := $(CACHE)/models/gemma-3-270m-q4_k_m.gguf
 NVML_VERSION := 13.615.71
 NVML_WHEEL := $(CACHE)/wheels/nvidia_ml_py-$(NVML_VERSION)-py3-none-any.whl
-SCENARIOS ?= default nvidia_driver gpu_tuning
+# Prometheus and promtool from Debian's package, unpacked (not installed) for the rule and query tests
+PROMTOOL := $(CACHE)/prometheus/usr/bin/promtool
+SCENARIOS ?= default monitoring nvidia_driver gpu_tuning
 DEMO_NAME := llmrig-demo
 DEMO_PORT ?= 8080
+DEMO_PROMETHEUS_PORT ?= 9090
 PODMAN_RUN_OPTS := --runtime=runc --ulimit nofile=20000:20000 --ulimit nproc=32768:32768 --systemd=always
 
 .PHONY: help setup system-packages image lint unit molecule test demo demo-down bench clean
@@ -29,7 +32,7 @@ help:
 	@echo "make test       lint + unit tests + Molecule scenarios (what CI runs)"
 	@echo "make bench      router vs direct llama-server: swap time, decode tok/s, TTFT"
 
-setup: system-packages $(VENV)/.installed $(SDIST) $(MODEL) $(NVML_WHEEL)
+setup: system-packages $(VENV)/.installed $(SDIST) $(MODEL) $(NVML_WHEEL) $(PROMTOOL)
 
 # podman + runc run the systemd test containers, debootstrap builds their image.
 system-packages:
@@ -64,10 +67,16 @@ $(NVML_WHEEL):
 	$(BIN)/pip download --quiet --no-deps -d $(dir $@) nvidia-ml-py==$(NVML_VERSION) 2>&1 | grep -v "^WARNING: Location" || true
 	test -s $@
 
+$(PROMTOOL):
+	rm -rf $(CACHE)/deb $(CACHE)/prometheus && mkdir -p $(CACHE)/deb
+	cd $(CACHE)/deb && apt-get download prometheus 2>&1 | grep -v "^W: Download is performed unsandboxed" || true
+	dpkg-deb -x $(CACHE)/deb/prometheus_*.deb $(CACHE)/prometheus
+	$@ --version | head -1
+
 image: setup
 	@scripts/build-test-image.sh > $(CACHE)/image-ref
 
-lint: $(VENV)/.installed
+lint: $(VENV)/.installed $(PROMTOOL)
 	yamllint --strict .
 	ansible-lint --offline
 	ruff check .
@@ -75,8 +84,11 @@ lint: $(VENV)/.installed
 	mypy
 	$(BIN)/python scripts/role_docs.py --check
 	scripts/check-group-vars.sh
+	$(BIN)/python scripts/build_dashboards.py --check
+	$(PROMTOOL) check rules roles/llmrig_prometheus/files/llmrig.rules.yml
+	$(PROMTOOL) test rules tests/promtool/llmrig.rules.test.yml
 
-unit: $(VENV)/.installed
+unit: $(VENV)/.installed $(PROMTOOL)
 	$(BIN)/pytest -q tests/unit
 
 molecule: image
@@ -91,9 +103,9 @@ demo: image
 	@mkdir -p $(CACHE)/demo $(CACHE)/ccache
 	@test -s $(CACHE)/demo/api-key || (umask 077; $(BIN)/python -c "import secrets; print(secrets.token_urlsafe(24))" > $(CACHE)/demo/api-key)
 	@if ! podman container exists $(DEMO_NAME); then \
-	  echo "starting container host $(DEMO_NAME) (endpoint published on 127.0.0.1:$(DEMO_PORT))"; \
+	  echo "starting container host $(DEMO_NAME) (endpoint on 127.0.0.1:$(DEMO_PORT), Prometheus on 127.0.0.1:$(DEMO_PROMETHEUS_PORT))"; \
 	  podman run -d --name $(DEMO_NAME) --hostname $(DEMO_NAME) $(PODMAN_RUN_OPTS) \
-	    -p 127.0.0.1:$(DEMO_PORT):8080 -v $(CURDIR)/$(CACHE)/ccache:/var/cache/llmrig/ccache:rw \
+	    -p 127.0.0.1:$(DEMO_PORT):8080 -p 127.0.0.1:$(DEMO_PROMETHEUS_PORT):9090 -v $(CURDIR)/$(CACHE)/ccache:/var/cache/llmrig/ccache:rw \
 	    $$(cat $(CACHE)/image-ref) >/dev/null; \
 	fi
 	@podman start $(DEMO_NAME) >/dev/null

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
+REPO = Path(__file__).resolve().parents[1]
 GATEWAY_URL = os.environ.get("LLMRIG_GATEWAY_URL", "http://127.0.0.1:18080")
 API_KEY = os.environ.get("LLMRIG_API_KEY", "llmrig-test-key-not-secret")
 
@@ -85,3 +89,24 @@ def wait_for(predicate, timeout: float = 30, interval: float = 0.2):
         if value or time.monotonic() > deadline:
             return value
         time.sleep(interval)
+
+
+def run_playbook(container: str, groups: list[str], playbook: str, extra_vars: dict | None = None, *args: str):
+    """Run a playbook of this repository against a live Molecule container, with the repository's
+    group_vars and the container in the given inventory groups. Returns (exit status, combined output)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        inventory = Path(tmp, "inventory")
+        inventory.mkdir()
+        (inventory / "group_vars").symlink_to(REPO / "group_vars")
+        children = {group: {"hosts": {container: None}} for group in groups}
+        (inventory / "hosts.yml").write_text(
+            json.dumps({"all": {"children": children, "vars": {"ansible_connection": "containers.podman.podman"}}})
+        )
+        command = ["ansible-playbook", "-i", str(inventory), str(REPO / "playbooks" / playbook), *args]
+        if extra_vars is not None:
+            extra = Path(tmp, "extra.json")
+            extra.write_text(json.dumps(extra_vars))
+            command += ["-e", f"@{extra}"]
+        env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+        result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+        return result.returncode, result.stdout + result.stderr

@@ -186,3 +186,34 @@ def test_cli_exit_codes(tmp_path, command, code):
     config = tmp_path / "c.json"
     config.write_text(json.dumps({"gpus": [{"index": 0, "power_limit_w": 999}]}))
     assert tuning.main([command, "--config", str(config)], backend_factory=lambda: FakeBackend(FakeGpu())) == code
+
+
+def test_textfile_reports_what_the_gpus_hold_after_apply(tmp_path):
+    backend = FakeBackend(FakeGpu(), FakeGpu(unsupported={"memory", "graphics"}))
+    config = {"gpus": [{"index": 0, "power_limit_w": 250, "memory_clock_offset_mhz": 1000, "pstate": 2}]}
+    config_file = tmp_path / "gpu-tuning.json"
+    config_file.write_text(json.dumps(config))
+    out = tmp_path / "llmrig_gpu_tuning.prom"
+    assert tuning.main(["apply", "--config", str(config_file), "--textfile", str(out)], lambda: backend) == 0
+    lines = out.read_text().splitlines()
+    assert 'llmrig_gpu_power_limit_watts{gpu="0"} 250' in lines
+    assert 'llmrig_gpu_power_limit_watts{gpu="1"} 300' in lines
+    assert 'llmrig_gpu_clock_offset_mhz{gpu="0",clock="memory",pstate="2"} 1000' in lines
+    assert 'llmrig_gpu_clock_offset_mhz{gpu="0",clock="graphics",pstate="2"} 0' in lines
+    # GPU 1 cannot report offsets: no line rather than a made-up zero
+    assert not [line for line in lines if 'gpu="1",clock' in line]
+    assert oct(out.stat().st_mode & 0o777) == "0o644"
+
+
+def test_textfile_is_skipped_when_its_directory_is_missing(tmp_path, capsys):
+    config_file = tmp_path / "gpu-tuning.json"
+    config_file.write_text('{"gpus": []}')
+    missing = tmp_path / "no-such-dir" / "llmrig_gpu_tuning.prom"
+    assert (
+        tuning.main(
+            ["status", "--config", str(config_file), "--textfile", str(missing)], lambda: FakeBackend(FakeGpu())
+        )
+        == 0
+    )
+    assert "does not exist; no textfile written" in capsys.readouterr().out
+    assert not missing.exists()

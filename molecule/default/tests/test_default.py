@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import tempfile
 from pathlib import Path
 
@@ -15,6 +13,7 @@ from llmrig_testlib import (
     model_children,
     model_states,
     request,
+    run_playbook,
     wait_for,
 )
 
@@ -198,38 +197,8 @@ def _gemma_entry(name: str, file: str = MODEL_FILE, sha256: str = MODEL_SHA256, 
 
 
 def _playbook_with_fleet(fleet: list, *args: str) -> tuple[int, str]:
-    """Run playbooks/site.yml against the live container with another fleet (extra vars win).
-
-    Returns the exit status and the combined output."""
-    with tempfile.TemporaryDirectory() as tmp:
-        inventory = Path(tmp, "inventory")
-        inventory.mkdir()
-        (inventory / "group_vars").symlink_to(REPO / "group_vars")
-        (inventory / "hosts.yml").write_text(
-            json.dumps(
-                {
-                    "all": {
-                        "children": {
-                            "llm_servers": {"hosts": {"llmrig-molecule": None}},
-                            "llmrig_test": {"hosts": {"llmrig-molecule": None}},
-                        },
-                        "vars": {"ansible_connection": "containers.podman.podman"},
-                    }
-                }
-            )
-        )
-        extra = Path(tmp, "bad.json")
-        extra.write_text(json.dumps({"llmrig_fleet": fleet}))
-        env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
-        result = subprocess.run(
-            ["ansible-playbook", "-i", str(inventory), str(REPO / "playbooks/site.yml"), "-e", f"@{extra}", *args],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        return result.returncode, result.stdout + result.stderr
+    """Run playbooks/site.yml against the live container with another fleet (extra vars win)."""
+    return run_playbook("llmrig-molecule", ["llm_servers", "llmrig_test"], "site.yml", {"llmrig_fleet": fleet}, *args)
 
 
 def test_bad_fleet_stops_in_preflight_and_service_keeps_serving(host):

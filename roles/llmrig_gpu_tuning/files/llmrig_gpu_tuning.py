@@ -5,6 +5,9 @@
     llmrig-gpu-tuning apply    set what the config asks for, then read every value back
     llmrig-gpu-tuning reset    power limit to the default, clock offsets to 0
 
+With --textfile PATH, every command then writes the values read back (power limit, clock offsets) in the
+Prometheus text format, for the node exporter's textfile collector (the llmrig GPU dashboard shows them).
+
 The config (JSON, rendered by the llmrig_gpu_tuning role) lists GPUs by index; a value that is null or
 absent is left alone, so an empty config changes nothing. nvidia-smi cannot set clock offsets on Linux,
 hence NVML (nvidia-ml-py). An operation the GPU or driver does not support is refused with a message and
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import json
+import os
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -172,6 +176,47 @@ def status(backend: Backend, config: dict[str, Any]) -> list[str]:
     return lines
 
 
+def textfile(backend: Backend, config: dict[str, Any]) -> str:
+    """The current power limit and clock offsets of every GPU, as Prometheus text exposition."""
+    pstates = {gpu["index"]: gpu.get("pstate", 0) for gpu in config.get("gpus", [])}
+    power, offsets = [], []
+    for index in range(backend.count()):
+        pstate = pstates.get(index, 0)
+        try:
+            power.append(f'llmrig_gpu_power_limit_watts{{gpu="{index}"}} {backend.get_power_limit_w(index):g}')
+        except Unsupported:
+            pass
+        for setting, clock in CLOCKS.items():
+            try:
+                current = _read(backend, index, setting, pstate)
+            except Unsupported:
+                continue
+            offsets.append(f'llmrig_gpu_clock_offset_mhz{{gpu="{index}",clock="{clock}",pstate="{pstate}"}} {current}')
+    return "".join(
+        [
+            "# HELP llmrig_gpu_power_limit_watts Power limit read back through NVML by llmrig-gpu-tuning.\n",
+            "# TYPE llmrig_gpu_power_limit_watts gauge\n",
+            *(line + "\n" for line in power),
+            "# HELP llmrig_gpu_clock_offset_mhz Clock offset read back through NVML by llmrig-gpu-tuning.\n",
+            "# TYPE llmrig_gpu_clock_offset_mhz gauge\n",
+            *(line + "\n" for line in offsets),
+        ]
+    )
+
+
+def write_textfile(path: str, text: str) -> None:
+    """Replace the file in one step, so the collector never reads half of it."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        print(f"llmrig-gpu-tuning: {directory} does not exist; no textfile written", flush=True)
+        return
+    temporary = f"{path}.{os.getpid()}.tmp"
+    with open(temporary, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.chmod(temporary, 0o644)
+    os.replace(temporary, path)
+
+
 class PynvmlBackend:
     """NVML through nvidia-ml-py. Clock offsets use nvmlDeviceSetClockOffsets (R555+, per P-state) with the
     return code checked here (some nvidia-ml-py releases drop it), falling back to the older VF-offset calls."""
@@ -265,6 +310,7 @@ def main(argv: list[str] | None = None, backend_factory: Any = PynvmlBackend) ->
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["status", "apply", "reset"])
     parser.add_argument("--config", default=DEFAULT_CONFIG)
+    parser.add_argument("--textfile", help="afterwards, write the values read back here (Prometheus text format)")
     opts = parser.parse_args(argv)
     with open(opts.config, encoding="utf-8") as handle:
         config = json.load(handle)
@@ -275,8 +321,12 @@ def main(argv: list[str] | None = None, backend_factory: Any = PynvmlBackend) ->
         return 0
     if opts.command == "status":
         print("\n".join(status(backend, config)), flush=True)
+        if opts.textfile:
+            write_textfile(opts.textfile, textfile(backend, config))
         return 0
     report = apply(backend, config) if opts.command == "apply" else reset(backend, config)
+    if opts.textfile:
+        write_textfile(opts.textfile, textfile(backend, config))
     if not report.results:
         print(f"llmrig-gpu-tuning: no settings configured; nothing to {opts.command}", flush=True)
     for result in report.results:

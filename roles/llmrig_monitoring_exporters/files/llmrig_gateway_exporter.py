@@ -1,0 +1,233 @@
+#!/usr/bin/env python3
+"""Prometheus exporter for llama-server's router: which model is resident, loads, load time and failures.
+
+The router itself has no metrics endpoint, and a child's metrics vanish with the child. This exporter
+follows the router's own event stream (GET /models/sse), so every spawn, ready and exit is seen as it
+happens, even when a swap is shorter than a scrape interval. GET /models is read at start, after every
+reconnect and every --resync seconds, to fill in the current state.
+
+Metrics:
+  llmrig_model_state{model,state}                 1 for the model's current router state, 0 for the others
+  llmrig_model_loads_total{model}                 loads started (a swap is a load)
+  llmrig_model_load_duration_seconds{model}       spawn to ready, histogram
+  llmrig_model_load_failures_total{model}         loads that ended with a non-zero exit before ready
+  llmrig_model_crashes_total{model}               ready model processes that exited with a non-zero status
+  llmrig_gateway_up                               1 while the event stream is connected
+  llmrig_gateway_event_stream_connects_total      connections made to the event stream
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+STATES = ("unloaded", "loading", "loaded", "sleeping", "failed")
+LOAD_BUCKETS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
+LOG = logging.getLogger("llmrig-gateway-exporter")
+
+
+class Tracker:
+    """Turns router snapshots and events into metrics. Thread-safe; time comes from the caller."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._lock = threading.Lock()
+        self._state: dict[str, str] = {}
+        self._loading_since: dict[str, float] = {}
+        self.state = Gauge("llmrig_model_state", "Router state of each model", ["model", "state"], registry=registry)
+        self.loads = Counter("llmrig_model_loads", "Model loads started by the router", ["model"], registry=registry)
+        self.load_seconds = Histogram(
+            "llmrig_model_load_duration_seconds",
+            "Time from spawning a model process to the model being ready",
+            ["model"],
+            buckets=LOAD_BUCKETS,
+            registry=registry,
+        )
+        self.load_failures = Counter(
+            "llmrig_model_load_failures",
+            "Loads that ended with a non-zero exit before ready",
+            ["model"],
+            registry=registry,
+        )
+        self.crashes = Counter(
+            "llmrig_model_crashes",
+            "Ready model processes that exited with a non-zero status",
+            ["model"],
+            registry=registry,
+        )
+        self.up = Gauge("llmrig_gateway_up", "1 while the router event stream is connected", registry=registry)
+        self.connects = Counter(
+            "llmrig_gateway_event_stream_connects", "Connections made to the router event stream", registry=registry
+        )
+
+    def models(self) -> list[str]:
+        with self._lock:
+            return sorted(self._state)
+
+    def _set_state(self, model: str, state: str) -> None:
+        if model not in self._state:
+            # children start at zero so rate() and increase() see the first load
+            self.loads.labels(model)
+            self.load_failures.labels(model)
+            self.crashes.labels(model)
+            self.load_seconds.labels(model)
+        self._state[model] = state
+        for name in STATES:
+            self.state.labels(model, name).set(1 if name == state else 0)
+
+    def snapshot(self, models: Iterable[dict[str, Any]], now: float) -> None:
+        """Adopt the router's view (GET /models). Counters are not touched: the events count."""
+        with self._lock:
+            seen = set()
+            for entry in models:
+                model = str(entry["id"])
+                status = entry.get("status") or {}
+                state = "failed" if status.get("failed") else str(status.get("value", "unloaded"))
+                if state not in STATES:
+                    state = "unloaded"
+                seen.add(model)
+                if state == "loading" and self._state.get(model) != "loading":
+                    self._loading_since[model] = now
+                elif state != "loading":
+                    self._loading_since.pop(model, None)
+                self._set_state(model, state)
+            for model in set(self._state) - seen:
+                self._forget(model)
+
+    def _forget(self, model: str) -> None:
+        self._state.pop(model, None)
+        self._loading_since.pop(model, None)
+        for name in STATES:
+            self.state.remove(model, name)
+        for metric in (self.loads, self.load_failures, self.crashes, self.load_seconds):
+            metric.remove(model)
+
+    def event(self, event: dict[str, Any], now: float) -> bool:
+        """Apply one router event. Returns True when the model list must be read again."""
+        kind = event.get("event")
+        model = str(event.get("model", ""))
+        data = event.get("data") or {}
+        status = data.get("status")
+        with self._lock:
+            if kind in ("models_reload", "model_remove"):
+                return True
+            if kind == "model_status" and status == "loading":
+                # emitted once per spawn, before the child reports anything
+                self.loads.labels(model).inc()
+                self._loading_since[model] = now
+                self._set_state(model, "loading")
+            elif kind == "status_change" and status == "loading":
+                self._loading_since.setdefault(model, now)
+                self._set_state(model, "loading")
+            elif kind == "status_change" and status in ("loaded", "sleeping"):
+                started = self._loading_since.pop(model, None)
+                if started is not None and status == "loaded":
+                    self.load_seconds.labels(model).observe(max(0.0, now - started))
+                self._set_state(model, str(status))
+            elif kind == "status_change" and status == "unloaded":
+                exit_code = int(data.get("exit_code", 0) or 0)
+                was = self._state.get(model)
+                self._loading_since.pop(model, None)
+                if exit_code != 0 and was == "loading":
+                    self.load_failures.labels(model).inc()
+                elif exit_code != 0 and was in ("loaded", "sleeping"):
+                    self.crashes.labels(model).inc()
+                self._set_state(model, "failed" if exit_code != 0 else "unloaded")
+            return model not in self._state and bool(model)
+
+
+def parse_sse(lines: Iterable[bytes]) -> Iterator[dict[str, Any]]:
+    """Yield the JSON payload of each `data:` event of a server-sent event stream."""
+    buffer: list[str] = []
+    for raw in lines:
+        line = raw.decode("utf-8", "replace").rstrip("\r\n")
+        if line.startswith("data:"):
+            buffer.append(line[5:].lstrip())
+        elif not line and buffer:
+            try:
+                yield json.loads("\n".join(buffer))
+            except ValueError:
+                LOG.warning("ignoring an event that is not JSON: %r", buffer)
+            buffer = []
+
+
+class Router:
+    def __init__(self, url: str, api_key: str, timeout: float) -> None:
+        self.url = url.rstrip("/")
+        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.timeout = timeout
+
+    def models(self) -> list[dict[str, Any]]:
+        request = urllib.request.Request(self.url + "/models", headers=self.headers)
+        with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            return list(json.load(response)["data"])
+
+    def events(self) -> Any:
+        request = urllib.request.Request(self.url + "/models/sse", headers=self.headers)
+        # no read timeout: the stream is quiet between swaps, and closes when the router stops
+        return urllib.request.urlopen(request, timeout=None)
+
+
+def follow(router: Router, tracker: Tracker, clock: Callable[[], float], stop: threading.Event) -> None:
+    """Follow the event stream until stop is set, reconnecting with a short backoff."""
+    backoff = 1.0
+    while not stop.is_set():
+        try:
+            with router.events() as stream:
+                tracker.up.set(1)
+                tracker.connects.inc()
+                tracker.snapshot(router.models(), clock())
+                backoff = 1.0
+                for event in parse_sse(stream):
+                    if tracker.event(event, clock()):
+                        tracker.snapshot(router.models(), clock())
+        except (OSError, ValueError, KeyError) as exc:
+            LOG.warning("router event stream: %s", exc)
+        tracker.up.set(0)
+        stop.wait(backoff)
+        backoff = min(backoff * 2, 30.0)
+
+
+def resync(router: Router, tracker: Tracker, clock: Callable[[], float], every: float, stop: threading.Event) -> None:
+    while not stop.wait(every):
+        try:
+            tracker.snapshot(router.models(), clock())
+        except (OSError, ValueError, KeyError) as exc:
+            LOG.warning("router model list: %s", exc)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--router", default="http://127.0.0.1:8080", help="the router's base URL")
+    parser.add_argument("--api-key-file", help="file holding the router's API key")
+    parser.add_argument("--listen-address", default="0.0.0.0")
+    parser.add_argument("--port", type=int, default=9410)
+    parser.add_argument("--resync", type=float, default=30.0, help="seconds between GET /models reads")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
+
+    api_key = ""
+    if args.api_key_file:
+        with open(args.api_key_file, encoding="utf-8") as handle:
+            api_key = handle.read().strip()
+    registry = CollectorRegistry()
+    tracker = Tracker(registry)
+    router = Router(args.router, api_key, timeout=10.0)
+    stop = threading.Event()
+    start_http_server(args.port, addr=args.listen_address, registry=registry)
+    threading.Thread(target=resync, args=(router, tracker, time.time, args.resync, stop), daemon=True).start()
+    LOG.info("serving metrics on %s:%d for %s", args.listen_address, args.port, args.router)
+    follow(router, tracker, time.time, stop)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

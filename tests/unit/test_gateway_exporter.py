@@ -1,0 +1,159 @@
+"""The gateway exporter's event handling, fed with an event stream recorded from the real llama-server router.
+
+fixtures/router-events.sse was captured with `curl -N .../models/sse` while requests went to model a, then b,
+then a again (router with --models-max 1), after which the process of a was killed with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+
+ROOT = Path(__file__).resolve().parents[2]
+spec = importlib.util.spec_from_file_location(
+    "llmrig_gateway_exporter", ROOT / "roles/llmrig_monitoring_exporters/files/llmrig_gateway_exporter.py"
+)
+assert spec and spec.loader
+exporter = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = exporter
+spec.loader.exec_module(exporter)
+
+RECORDED = (Path(__file__).parent / "fixtures/router-events.sse").read_bytes()
+
+
+def value(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
+    return registry.get_sample_value(name, labels)
+
+
+def replay(tracker, events, start=100.0, step=0.5):
+    now = start
+    for event in events:
+        tracker.event(event, now)
+        now += step
+    return now
+
+
+def new_tracker():
+    registry = CollectorRegistry()
+    return registry, exporter.Tracker(registry)
+
+
+def test_parse_sse_yields_each_data_event():
+    events = list(exporter.parse_sse(RECORDED.splitlines(keepends=True)))
+    assert len(events) == 18
+    assert events[0] == {"model": "a", "event": "model_status", "data": {"status": "loading"}}
+    assert events[-1]["data"] == {"status": "unloaded", "exit_code": 1}
+
+
+def test_parse_sse_skips_non_json_and_joins_multiline_data():
+    lines = [b"data: {not json\n", b"\n", b'data: {"a":\n', b"data: 1}\n", b"\n"]
+    assert list(exporter.parse_sse(lines)) == [{"a": 1}]
+
+
+def test_recorded_swaps_count_loads_durations_and_the_crash():
+    registry, tracker = new_tracker()
+    tracker.snapshot([{"id": "a", "status": {"value": "unloaded"}}, {"id": "b", "status": {"value": "unloaded"}}], 99)
+    replay(tracker, exporter.parse_sse(RECORDED.splitlines(keepends=True)))
+
+    assert value(registry, "llmrig_model_loads_total", model="a") == 2
+    assert value(registry, "llmrig_model_loads_total", model="b") == 1
+    # each load went through 5 events (spawn, 3x loading progress, loaded) at 0.5 s apart: 2.0 s
+    assert value(registry, "llmrig_model_load_duration_seconds_count", model="a") == 2
+    assert value(registry, "llmrig_model_load_duration_seconds_sum", model="a") == 4.0
+    assert value(registry, "llmrig_model_load_duration_seconds_sum", model="b") == 2.0
+    # evictions exit 0 and are not failures; the SIGKILL of a ready model is a crash, not a load failure
+    assert value(registry, "llmrig_model_crashes_total", model="a") == 1
+    assert value(registry, "llmrig_model_crashes_total", model="b") == 0
+    assert value(registry, "llmrig_model_load_failures_total", model="a") == 0
+    assert value(registry, "llmrig_model_state", model="a", state="failed") == 1
+    assert value(registry, "llmrig_model_state", model="b", state="unloaded") == 1
+    assert value(registry, "llmrig_model_state", model="b", state="loaded") == 0
+
+
+def test_exit_while_loading_is_a_load_failure():
+    registry, tracker = new_tracker()
+    replay(
+        tracker,
+        [
+            {"model": "big", "event": "model_status", "data": {"status": "loading"}},
+            {"model": "big", "event": "status_change", "data": {"status": "unloaded", "exit_code": 1}},
+        ],
+    )
+    assert value(registry, "llmrig_model_load_failures_total", model="big") == 1
+    assert value(registry, "llmrig_model_crashes_total", model="big") == 0
+    assert value(registry, "llmrig_model_load_duration_seconds_count", model="big") == 0
+    assert value(registry, "llmrig_model_state", model="big", state="failed") == 1
+
+
+def test_snapshot_sets_state_without_counting_loads_and_forgets_removed_models():
+    registry, tracker = new_tracker()
+    tracker.snapshot(
+        [
+            {"id": "a", "status": {"value": "loaded"}},
+            {"id": "b", "status": {"value": "unloaded", "exit_code": 9, "failed": True}},
+        ],
+        10,
+    )
+    assert value(registry, "llmrig_model_state", model="a", state="loaded") == 1
+    assert value(registry, "llmrig_model_state", model="b", state="failed") == 1
+    assert value(registry, "llmrig_model_loads_total", model="a") == 0
+    tracker.snapshot([{"id": "a", "status": {"value": "loaded"}}], 11)
+    assert tracker.models() == ["a"]
+    assert value(registry, "llmrig_model_state", model="b", state="failed") is None
+
+
+def test_reload_and_unknown_models_ask_for_a_new_model_list():
+    _, tracker = new_tracker()
+    tracker.snapshot([{"id": "a", "status": {"value": "unloaded"}}], 0)
+    assert tracker.event({"model": "*", "event": "models_reload"}, 1) is True
+    assert tracker.event({"model": "new", "event": "status_change", "data": {"status": "loaded"}}, 1) is False
+    assert tracker.event({"model": "a", "event": "status_change", "data": {"status": "loading"}}, 1) is False
+
+
+class FakeRouter(BaseHTTPRequestHandler):
+    """Serves the recorded stream over real HTTP, then closes it like a stopping router."""
+
+    def do_GET(self):
+        assert self.headers["Authorization"] == "Bearer sekret"
+        if self.path == "/models":
+            body = json.dumps({"data": [{"id": "a", "status": {"value": "unloaded"}}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        else:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.end_headers()
+            self.wfile.write(RECORDED)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_follow_reads_the_stream_over_http_and_marks_the_gateway_down_when_it_closes():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeRouter)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    registry, tracker = new_tracker()
+    router = exporter.Router(f"http://127.0.0.1:{server.server_address[1]}", "sekret", timeout=5)
+    stop = threading.Event()
+    thread = threading.Thread(target=exporter.follow, args=(router, tracker, lambda: 0.0, stop), daemon=True)
+    thread.start()
+    seen_down_after_stream = False
+    for _ in range(200):
+        if value(registry, "llmrig_model_loads_total", model="b") == 1 and value(registry, "llmrig_gateway_up") == 0:
+            seen_down_after_stream = True
+            break
+        threading.Event().wait(0.01)
+    stop.set()
+    thread.join(timeout=5)
+    server.shutdown()
+    assert seen_down_after_stream
+    assert value(registry, "llmrig_model_loads_total", model="a") >= 2
+    assert value(registry, "llmrig_gateway_event_stream_connects_total") >= 1
