@@ -23,7 +23,7 @@ DEMO_PORT ?= 8080
 DEMO_PROMETHEUS_PORT ?= 9090
 PODMAN_RUN_OPTS := --runtime=runc --ulimit nofile=20000:20000 --ulimit nproc=32768:32768 --systemd=always
 
-.PHONY: help setup system-packages image lint unit molecule test demo demo-down bench clean
+.PHONY: help setup system-packages image lint unit molecule test demo demo-down bench soak clean
 
 help:
 	@echo "make setup      controller venv (pinned tools), test image inputs; system packages when root"
@@ -31,6 +31,7 @@ help:
 	@echo "make demo-down  remove the demo container"
 	@echo "make test       lint + unit tests + Molecule scenarios (what CI runs)"
 	@echo "make bench      router vs direct llama-server: swap time, decode tok/s, TTFT"
+	@echo "make soak       10 minutes of requests alternating two models under Prometheus scrapes: extra swaps?"
 
 setup: system-packages $(VENV)/.installed $(SDIST) $(MODEL) $(NVML_WHEEL) $(PROMTOOL)
 
@@ -111,6 +112,7 @@ demo: image
 	@podman start $(DEMO_NAME) >/dev/null
 	scripts/with-build-progress.sh $(DEMO_NAME) ansible-playbook -i inventory/demo playbooks/site.yml
 	@scripts/demo-request.sh http://127.0.0.1:$(DEMO_PORT) $(CACHE)/demo/api-key
+	@echo "Prometheus (targets, alerts, the llmrig metrics): http://127.0.0.1:$(DEMO_PROMETHEUS_PORT)/targets"
 
 demo-down:
 	podman rm -f $(DEMO_NAME) >/dev/null 2>&1 || true
@@ -123,6 +125,12 @@ bench: demo
 	  --api-key-file /etc/llmrig/api-key --json /tmp/bench.json
 	podman cp $(DEMO_NAME):/tmp/bench.json bench-results/bench-$$(date +%Y%m%dT%H%M%S).json
 	@echo "JSON written under bench-results/"
+
+soak: demo
+	@mkdir -p bench-results
+	podman cp tools/scrape_soak.py $(DEMO_NAME):/tmp/scrape_soak.py
+	podman exec $(DEMO_NAME) python3 /tmp/scrape_soak.py --seconds $${SOAK_SECONDS:-600} --json /tmp/soak.json
+	podman cp $(DEMO_NAME):/tmp/soak.json bench-results/soak-$$(date +%Y%m%dT%H%M%S).json
 
 clean: demo-down
 	rm -rf $(VENV) $(CACHE)

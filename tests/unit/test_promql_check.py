@@ -77,18 +77,14 @@ def test_collect_reads_panels_variables_and_rules():
     assert {e.group for e in found} == {"llmrig-host", "llmrig-gpu", "llmrig-inference", "rules"}
 
 
+def check_broken_fixture(prometheus: str, capsys, *extra: str) -> tuple[int, str]:
+    args = ["--prometheus", prometheus, "--dashboards", str(FIXTURES / "dashboards-broken")]
+    status = promql_check.main([*args, "--require-data", "fixture-broken", *extra])
+    return status, capsys.readouterr().out
+
+
 def test_broken_expressions_fail_the_check(prometheus, capsys):
-    status = promql_check.main(
-        [
-            "--prometheus",
-            prometheus,
-            "--dashboards",
-            str(FIXTURES / "dashboards-broken"),
-            "--require-data",
-            "fixture-broken",
-        ]
-    )
-    out = capsys.readouterr().out
+    status, out = check_broken_fixture(prometheus, capsys)
     assert status == 1
     assert "FAILED  dashboard fixture-broken panel 2 A: bad_data" in out
     assert "FAILED  dashboard fixture-broken panel 3 A: bad_data" in out
@@ -98,19 +94,7 @@ def test_broken_expressions_fail_the_check(prometheus, capsys):
 
 
 def test_allow_empty_only_excuses_missing_data_not_errors(prometheus, capsys):
-    status = promql_check.main(
-        [
-            "--prometheus",
-            prometheus,
-            "--dashboards",
-            str(FIXTURES / "dashboards-broken"),
-            "--require-data",
-            "fixture-broken",
-            "--allow-empty",
-            "group_left",
-        ]
-    )
-    out = capsys.readouterr().out
+    status, out = check_broken_fixture(prometheus, capsys, "--allow-empty", "group_left")
     assert status == 1
     assert "NO DATA" not in out
     assert out.count("FAILED") == 2
