@@ -8,6 +8,8 @@ and interleaved so that machine noise hits both sides alike:
           `llama-server` start of the same file with the same flags (process start to first token back).
   decode  decode tokens/s (server timings) and time to first token (client side, streaming) of one
           request through the router versus directly against a single llama-server, same model and flags.
+  fit     a bare start of the same model and flags with llama-server's load-time fitting on and off
+          (--fit on|off): what a planned fleet's `fit = off` presets save on every swap.
 
 Prints a table (median, min-max) with the two ratios and their targets, and writes JSON.
 """
@@ -145,24 +147,49 @@ def stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
+def bare_start(args: list[str], model: str, port: int) -> float:
+    """Seconds from starting a bare llama-server to its first generated token."""
+    direct = Client(f"http://127.0.0.1:{port}", None)
+    start = time.perf_counter()
+    proc = start_direct(args, port)
+    try:
+        wait_healthy(direct)
+        direct.first_token(model)
+        return time.perf_counter() - start
+    finally:
+        stop(proc)
+
+
+def with_fit(args: list[str], value: str) -> list[str]:
+    """The command line with `--fit value` (an existing --fit/-fit pair replaced)."""
+    out = list(args)
+    for flag in ("--fit", "-fit"):
+        while flag in out:
+            index = out.index(flag)
+            del out[index : index + 2]
+    return [*out, "--fit", value]
+
+
+def bench_fit(args: list[str], model: str, port: int, runs: int) -> dict:
+    """The same model and flags started with llama-server's load-time fitting on and off, interleaved."""
+    results: dict[str, list[float]] = {"on": [], "off": []}
+    for run in range(runs):
+        order = ["on", "off"] if run % 2 == 0 else ["off", "on"]
+        for value in order:
+            results[value].append(bare_start(with_fit(args, value), model, port))
+        LOG.info("fit run %d: on %.3f s, off %.3f s", run + 1, results["on"][-1], results["off"][-1])
+    return {"fit_on_s": results["on"], "fit_off_s": results["off"]}
+
+
 def bench_swap(router: Client, model_a: str, model_b: str, args_a: list[str], port: int, runs: int) -> dict:
     router_s, bare_s = [], []
-    direct = Client(f"http://127.0.0.1:{port}", None)
     for run in range(runs):
         router.first_token(model_b)  # B resident: the next request for A is a cold swap
         start = time.perf_counter()
         router.first_token(model_a)
         router_s.append(time.perf_counter() - start)
         unload_all(router)
-
-        start = time.perf_counter()
-        proc = start_direct(args_a, port)
-        try:
-            wait_healthy(direct)
-            direct.first_token(model_a)
-            bare_s.append(time.perf_counter() - start)
-        finally:
-            stop(proc)
+        bare_s.append(bare_start(args_a, model_a, port))
         LOG.info("swap run %d: router %.3f s, bare start %.3f s", run + 1, router_s[-1], bare_s[-1])
     return {"router_s": router_s, "bare_s": bare_s}
 
@@ -251,7 +278,15 @@ def main(argv: list[str] | None = None) -> int:
     LOG.info("model %s runs as: %s", opts.model_a, " ".join(args_a))
     swap = bench_swap(router, opts.model_a, opts.model_b, args_a, opts.direct_port, opts.runs)
     decode = bench_decode(router, opts.model_a, args_a, opts.direct_port, opts.runs, opts.max_tokens)
+    fit = bench_fit(args_a, opts.model_a, opts.direct_port, opts.runs)
     text, ratios = table(swap, decode)
+    on, off = summary(fit["fit_on_s"]), summary(fit["fit_off_s"])
+    ratios["fit_off_over_on"] = off["median"] / on["median"]
+    text += (
+        f"\nstart to first token, --fit on : {on['median']:.3f} s [{on['min']:.3f}-{on['max']:.3f}]"
+        f"\nstart to first token, --fit off: {off['median']:.3f} s [{off['min']:.3f}-{off['max']:.3f}]"
+        f"  (off/on = {ratios['fit_off_over_on']:.3f}, {1000 * (on['median'] - off['median']):.0f} ms saved)"
+    )
     print(text)
     report = {
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -260,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
         "model_args": args_a,
         "swap": swap,
         "decode": decode,
+        "fit": fit,
         "ratios": ratios,
         "targets": {"decode_ratio_min": TARGET_DECODE_RATIO, "swap_ratio_max": TARGET_SWAP_RATIO},
     }

@@ -1,0 +1,180 @@
+"""The planner end to end on real GGUF files: read locally and over HTTP range requests, cached, planned for
+a fleet, and the fleet_plan module run as Ansible runs it."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from ansible_collections.llmrig.serving.plugins.module_utils import _vram as vram
+
+REPO = Path(__file__).resolve().parents[2]
+MODULE = REPO / "collections/ansible_collections/llmrig/serving/plugins/modules/fleet_plan.py"
+sys.path.insert(0, str(REPO / "tests/gpu"))
+import make_synthetic_gguf  # noqa: E402
+
+MIB = 1024 * 1024
+SHAPE = {"layers": 4, "width": 256, "ffn": 1024, "heads": 4, "kv_heads": 2, "vocab": 5000, "ctx": 8192}
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("gguf") / "tiny.gguf"
+    make_synthetic_gguf.write(path, **SHAPE)
+    return path
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class Ranges(http.server.BaseHTTPRequestHandler):
+    path_on_disk: Path
+    honour_ranges = True
+    served: list[tuple[int, int]] = []  # noqa: RUF012 - shared log, reset per test
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_HEAD(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", str(self.path_on_disk.stat().st_size))
+        self.end_headers()
+
+    def do_GET(self) -> None:
+        data = self.path_on_disk.read_bytes()
+        match = re.fullmatch(r"bytes=(\d+)-(\d+)", self.headers.get("Range", ""))
+        if match and self.honour_ranges:
+            start, end = int(match.group(1)), int(match.group(2))
+            Ranges.served.append((start, end))
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
+            data = data[start : end + 1]
+        else:
+            self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+@pytest.fixture
+def server(model):
+    Ranges.path_on_disk, Ranges.served, Ranges.honour_ranges = model, [], True
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Ranges)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/tiny.gguf"
+    httpd.shutdown()
+
+
+def test_local_file_metadata_and_tensor_bytes(model):
+    meta = vram.read_gguf(str(model))
+    assert (meta.arch, meta.n_layer, meta.n_embd, meta.n_head, meta.n_head_kv) == ("llama", 4, 256, 4, [2] * 4)
+    assert (meta.head_k, meta.head_v, meta.context_train) == (64, 64, 8192)
+    # f16 matrices, f32 norms: per layer q, o 256x256; k, v 128x256; gate, up, down 1024x256; 2 norms
+    per_layer = (2 * 256 * 256 + 2 * 128 * 256 + 3 * 1024 * 256) * 2 + 2 * 256 * 4
+    expected = 4 * per_layer + 2 * 5000 * 256 * 2 + 256 * 4  # + token_embd and output, output_norm
+    assert meta.weight_bytes == expected
+
+
+def test_remote_metadata_by_range_requests_matches_the_local_read(model, server):
+    remote = vram.read_gguf_url(server, first=16 * 1024)
+    assert vram.meta_to_json(remote) == vram.meta_to_json(vram.read_gguf(str(model)))
+    # the header was enough: a fraction of the file was fetched, growing from 16 KiB
+    assert Ranges.served[0] == (0, 16 * 1024 - 1)
+    assert max(end for _, end in Ranges.served) < model.stat().st_size / 4
+
+
+def test_server_without_range_support_is_refused(server):
+    Ranges.honour_ranges = False
+    with pytest.raises(ValueError, match="ignores range requests"):
+        vram.read_gguf_url(server, first=16 * 1024)
+
+
+def entry(name: str, path: Path, context: int = 4096, **fields) -> dict:
+    return {"name": name, "source": {"path": str(path), "sha256": sha256(path)}, "context": context, **fields}
+
+
+def test_metadata_is_cached_by_sha256(model, tmp_path):
+    from ansible_collections.llmrig.serving.plugins.module_utils._fleet import validate_fleet
+
+    copy = tmp_path / "copy.gguf"
+    copy.write_bytes(model.read_bytes())
+    entries = validate_fleet([entry("tiny", copy)])
+    first = vram.load_metas(entries, str(tmp_path / "cache"))
+    copy.unlink()  # the second plan must not need the file
+    second = vram.load_metas(entries, str(tmp_path / "cache"))
+    assert vram.meta_to_json(first["copy.gguf"]) == vram.meta_to_json(second["copy.gguf"])
+
+
+def run_module(tmp_path: Path, **args) -> dict:
+    args_file = tmp_path / "args.json"
+    args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
+    env = dict(os.environ, PYTHONPATH=f"{REPO / 'collections'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    proc = subprocess.run(
+        [sys.executable, str(MODULE), str(args_file)], capture_output=True, text=True, env=env, check=False
+    )
+    return json.loads(proc.stdout)
+
+
+def test_module_plans_a_fleet_that_fits(model, tmp_path):
+    fleet = [entry("tiny-a", model, context=8192, cache_type_k="q8_0", cache_type_v="q8_0"), entry("tiny-b", model)]
+    out = tmp_path / "plan.json"
+    result = run_module(
+        tmp_path, fleet=fleet, gpus=[{"name": "GPU A", "memory_mib": 1300}], json_path=str(out), margin_mib=256
+    )
+    assert not result.get("failed"), result
+    [a, b] = result["plan"]["models"]
+    assert a["fits"] and b["fits"]
+    # KV: 8192 cells x 4 layers x 2 heads x 64 x (K + V) x 34/32 bytes
+    assert a["devices"][0]["kv_mib"] == round(8192 * 4 * 128 * 2 * 34 / 32 / MIB, 2)
+    assert a["devices"][0]["overhead_mib"] == 600
+    assert result["models_max"] == 1  # each needs its own 600 MiB of overhead: two do not fit in 1300 - 256
+    assert "tiny-a" in result["table"] and "models that fit together" in result["table"]
+    assert json.loads(out.read_text()) == result["plan"]
+
+
+def test_two_small_models_fit_together_on_a_bigger_gpu(model, tmp_path):
+    fleet = [entry("tiny-a", model), entry("tiny-b", model)]
+    result = run_module(tmp_path, fleet=fleet, gpus=[{"name": "GPU A", "memory_mib": 4096}])
+    assert result["models_max"] == 2
+    assert result["plan"]["pairs_that_fit"] == [["tiny-a", "tiny-b"]]
+
+
+def test_module_refuses_an_entry_that_does_not_fit_and_says_what_would(model, tmp_path):
+    fleet = [entry("tiny", model), entry("too-long", model, context=1_048_576)]
+    result = run_module(tmp_path, fleet=fleet, gpus=[{"name": "GPU A", "memory_mib": 2048}])
+    assert result["failed"]
+    message = result["msg"]
+    assert message.startswith("fleet entry 'too-long' (#2): field 'context': needs ")
+    assert "on GPU 0 (GPU A, 2048 MiB, margin 512 MiB)" in message
+    assert re.search(r": \d+ MiB short \(weights \d+, KV \d+, compute \d+, overhead 600\)", message)
+    fitting = int(re.search(r"context (\d+) fits", message).group(1))
+    assert 0 < fitting < 1_048_576
+    # the suggestion is right: that context plans within the GPU, 1024 more does not
+    ok = run_module(tmp_path, fleet=[entry("x", model, context=fitting)], gpus=[{"name": "A", "memory_mib": 2048}])
+    assert not ok.get("failed"), ok
+    over = run_module(
+        tmp_path, fleet=[entry("x", model, context=fitting + 1024)], gpus=[{"name": "A", "memory_mib": 2048}]
+    )
+    assert over["failed"]
+
+
+def test_cheaper_kv_type_is_suggested_when_it_fits(model, tmp_path):
+    fleet = [entry("big-kv", model, context=262144, cache_type_k="f16", cache_type_v="f16")]
+    # f16: 512 MiB of KV + compute + overhead is over 1400 MiB; q4_0 KV is 144 MiB
+    result = run_module(tmp_path, fleet=fleet, gpus=[{"name": "A", "memory_mib": 1400}], margin_mib=0)
+    assert result["failed"]
+    assert "or cache_type_k/v q4_0 at context 262144" in result["msg"]
+
+
+def test_module_rejects_bad_gpu_input(model, tmp_path):
+    result = run_module(tmp_path, fleet=[entry("tiny", model)], gpus=[{"name": "A", "memory_mib": "16G"}])
+    assert result["failed"] and "gpus[0]: memory_mib must be a positive integer" in result["msg"]
