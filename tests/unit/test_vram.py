@@ -180,3 +180,15 @@ def test_largest_fitting_context():
         meta, vram.Settings(**{**settings.__dict__, "context": best + 1024}), capacity, [600 * MIB]
     )
     assert fits[0].total <= capacity[0] < over[0].total
+
+
+def test_tied_embeddings_put_a_copy_of_token_embd_on_the_output_device():
+    fields = {**GEMMA_270M}
+    tensors = [vram.Tensor(f"blk.{il}.ffn_down.weight", MIB) for il in range(18)]
+    tensors.append(vram.Tensor("token_embd.weight", 170 * MIB))  # no output.weight: tied, as in gemma
+    meta = vram.meta_from_fields(fields, tensors)
+    uses = vram.plan_devices(meta, vram.Settings(context=2048, tensor_split=[1, 1]), [8192 * MIB] * 2, [0, 0])
+    assert [u.weights // MIB for u in uses] == [10, 8 + 170]
+    # on a CPU build there is one copy, in RAM
+    [ram] = vram.plan_devices(meta, vram.Settings(context=2048, host_memory=True), [8192 * MIB], [0])
+    assert ram.weights == 188 * MIB

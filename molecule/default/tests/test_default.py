@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 from pathlib import Path
 
@@ -214,6 +215,35 @@ def test_bad_fleet_stops_in_preflight_and_service_keeps_serving(host):
     assert host.service("llmrig-gateway").systemd_properties["MainPID"] == pid_before
     body = complete("gemma-b", max_tokens=4)
     assert body["usage"]["completion_tokens"] > 0
+
+
+def test_fleet_that_does_not_fit_stops_in_preflight_and_says_what_would(host):
+    """A rig planned from the inventory (a 1.5 GB GPU): gemma-b at 131072 tokens needs more than it has."""
+    presets_before = host.file("/etc/llmrig/presets.ini").sha256sum
+    pid_before = host.service("llmrig-gateway").systemd_properties["MainPID"]
+    fleet = [_gemma_entry("gemma-a"), _gemma_entry("gemma-b", context=131072, cache_type_k="f16", cache_type_v="f16")]
+    rig = {"llmrig_planner_gpus": [{"name": "small GPU", "memory_mib": 1536}], "llmrig_planner_gpus_override": True}
+    returncode, output = run_playbook(
+        "llmrig-molecule", ["llm_servers", "llmrig_test"], "site.yml", {"llmrig_fleet": fleet, **rig}
+    )
+    assert returncode != 0, output
+    message = re.search(r"fleet entry 'gemma-b' \(#2\): field 'context': needs .*", output)
+    assert message, output[-3000:]
+    assert "on GPU 0 (small GPU, 1536 MiB, margin 512 MiB)" in message.group(0)
+    assert re.search(r"\d+ MiB short .*; context \d+ fits", message.group(0)), message.group(0)
+    assert "Deploy llama.cpp, the model files and the gateway" not in output
+    assert host.file("/etc/llmrig/presets.ini").sha256sum == presets_before
+    assert host.service("llmrig-gateway").systemd_properties["MainPID"] == pid_before
+    assert complete("gemma-a", max_tokens=4)["usage"]["completion_tokens"] > 0
+
+
+def test_planned_fleet_renders_fit_off(host):
+    # the test host's fleet is planned against its RAM (CPU build), so load-time fitting is off
+    presets = host.file("/etc/llmrig/presets.ini").content_string
+    shared = presets.split("[*]", 1)[1].split("\n[", 1)[0]
+    assert "fit = off" in shared, presets
+    args = {item["id"]: item["status"]["args"] for item in request("GET", "/models")[1]["data"]}
+    assert all("--fit" in a and a[a.index("--fit") + 1] == "off" for a in args.values()), args
 
 
 def test_option_unknown_to_llama_server_is_refused_before_the_presets_change(host):

@@ -4,7 +4,8 @@ The arithmetic follows how llama.cpp allocates (src/llama-kv-cache*.cpp, llama-m
 llama-context.cpp of the pinned tree):
 
 - weights: the bytes of each tensor as stored; repeating layers (blk.N.*) go to the device that holds layer N
-  under the layer split, the output head to the device after the last layer, token_embd stays in host RAM;
+  under the layer split, the output head to the device after the last layer, token_embd stays in host RAM
+  (a model with tied embeddings gets a copy of it on the output device as its output head);
 - KV cache: per attention layer, cells x row size of its K and V (n_embd_head x n_head_kv elements in the
   cache type). Full-attention layers hold n_ctx cells (padded to 256); sliding-window layers hold
   pad256(min(n_ctx, n_swa x n_seq + n_ubatch)) with a unified cache; recurrent layers hold no KV but a
@@ -366,8 +367,14 @@ def plan_devices(meta: ModelMeta, settings: Settings, capacity: list[int], overh
     else:
         split = settings.tensor_split or [float(c) for c in capacity]
     devices = layer_devices(meta.n_layer, n_devices, split, settings.gpu_layers)
+    names = {tensor.name for tensor in meta.tensors}
     for tensor in meta.tensors:
         il = tensor_layer(tensor.name)
+        if tensor.name == "token_embd.weight" and "output.weight" not in names and not settings.host_memory:
+            # tied embeddings: llama.cpp puts a copy of token_embd on the output device as the output head
+            if devices[meta.n_layer] is not None:
+                uses[devices[meta.n_layer]].weights += tensor.n_bytes
+            continue
         if settings.host_memory:
             uses[0].weights += tensor.n_bytes
             continue
