@@ -372,8 +372,9 @@ def plan_devices(meta: ModelMeta, settings: Settings, capacity: list[int], overh
         il = tensor_layer(tensor.name)
         if tensor.name == "token_embd.weight" and "output.weight" not in names and not settings.host_memory:
             # tied embeddings: llama.cpp puts a copy of token_embd on the output device as the output head
-            if devices[meta.n_layer] is not None:
-                uses[devices[meta.n_layer]].weights += tensor.n_bytes
+            output_device = devices[meta.n_layer]
+            if output_device is not None:
+                uses[output_device].weights += tensor.n_bytes
             continue
         if settings.host_memory:
             uses[0].weights += tensor.n_bytes
