@@ -110,3 +110,16 @@ def run_playbook(container: str, groups: list[str], playbook: str, extra_vars: d
         env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
         result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
         return result.returncode, result.stdout + result.stderr
+
+
+def run_module(module: str, work_dir: Path, **args: Any) -> dict:
+    """Run one of this repository's Ansible modules as Ansible would (args file, collections on the path)
+    and return its JSON result."""
+    import sys
+
+    path = REPO / "collections/ansible_collections/llmrig/serving/plugins/modules" / f"{module}.py"
+    args_file = work_dir / f"{module}-args.json"
+    args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
+    env = dict(os.environ, PYTHONPATH=f"{REPO / 'collections'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    proc = subprocess.run([sys.executable, str(path), str(args_file)], capture_output=True, text=True, env=env)
+    return json.loads(proc.stdout)

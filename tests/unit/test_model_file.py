@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import http.server
-import json
 import os
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
 import pytest
+from llmrig_testlib import run_module
 
 REPO = Path(__file__).resolve().parents[2]
-MODULE = REPO / "collections/ansible_collections/llmrig/serving/plugins/modules/model_file.py"
 PAYLOAD = os.urandom(3 * 1024 * 1024 + 123)
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
 
@@ -67,13 +64,7 @@ def dirs(tmp_path):
 
 
 def run(tmp_path: Path, **args) -> dict:
-    args_file = tmp_path / "args.json"
-    args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
-    env = dict(os.environ, PYTHONPATH=f"{REPO / 'collections'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
-    proc = subprocess.run(
-        [sys.executable, str(MODULE), str(args_file)], capture_output=True, text=True, env=env, check=False
-    )
-    return json.loads(proc.stdout)
+    return run_module("model_file", tmp_path, **args)
 
 
 def base_args(dirs, sha=SHA) -> dict:

@@ -6,18 +6,16 @@ from __future__ import annotations
 import hashlib
 import http.server
 import json
-import os
 import re
-import subprocess
 import sys
 import threading
 from pathlib import Path
 
+import llmrig_testlib
 import pytest
 from ansible_collections.llmrig.serving.plugins.module_utils import _vram as vram
 
 REPO = Path(__file__).resolve().parents[2]
-MODULE = REPO / "collections/ansible_collections/llmrig/serving/plugins/modules/fleet_plan.py"
 sys.path.insert(0, str(REPO / "tests/gpu"))
 import make_synthetic_gguf  # noqa: E402
 
@@ -115,13 +113,7 @@ def test_metadata_is_cached_by_sha256(model, tmp_path):
 
 
 def run_module(tmp_path: Path, **args) -> dict:
-    args_file = tmp_path / "args.json"
-    args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
-    env = dict(os.environ, PYTHONPATH=f"{REPO / 'collections'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
-    proc = subprocess.run(
-        [sys.executable, str(MODULE), str(args_file)], capture_output=True, text=True, env=env, check=False
-    )
-    return json.loads(proc.stdout)
+    return llmrig_testlib.run_module("fleet_plan", tmp_path, **args)
 
 
 def test_module_plans_a_fleet_that_fits(model, tmp_path):
