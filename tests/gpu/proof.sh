@@ -6,6 +6,8 @@
 #  3. starts the gateway with the command the systemd unit would run, and measures through it
 #     (tests/gpu/measure.py): memory used on the GPU while a model is loaded, decode tokens/s, cold swaps,
 #     and the values the GPU tuning CLI reads (status only: nothing is changed on the GPU)
+#  4. compares the VRAM planner's figure for each model with nvidia-smi (tests/gpu/compare_plan.py); run it
+#     with CONTEXT=32768 and CONTEXT=131072 for the planner's GPU accuracy figures
 # Usage (as root, from the repository root):
 #   WHEELS=dir-with-ansible-core-and-gguf-wheels SOURCE_ARCHIVE=llama_cpp_python-0.3.36.tar.gz \
 #     OUT=results-dir tests/gpu/proof.sh
@@ -85,3 +87,7 @@ printf '{"gpus": [{"index": 0}]}\n' > "$work/tuning.json"
 python3 "$repo/tests/gpu/measure.py" --url "http://127.0.0.1:$port" --key "$key" \
   --tuning-cli "$repo/roles/llmrig_gpu_tuning/files/llmrig_gpu_tuning.py" --tuning-config "$work/tuning.json" \
   --json "$out/proof.json"
+
+echo "== VRAM planner vs nvidia-smi (target: within 3 % or 256 MiB)"
+python3 "$repo/tests/gpu/compare_plan.py" --vars "$work/vars.json" --proof "$out/proof.json" \
+  --json "$out/plan-compare.json" || echo "the planner missed the target: see $out/plan-compare.json"
