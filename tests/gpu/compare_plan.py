@@ -10,31 +10,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "collections"))
+sys.path.insert(0, str(REPO / "tests/gpu"))
 
 from ansible_collections.llmrig.serving.plugins.module_utils import _fleet, _vram  # noqa: E402
+from measure import nvidia_smi  # noqa: E402
 
 
 def gpus() -> list[dict]:
-    try:
-        text = subprocess.run(
-            ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return []
-    return [
-        {"name": line.rsplit(",", 1)[0].strip(), "memory_mib": int(line.rsplit(",", 1)[1])}
-        for line in text.splitlines()
-        if "," in line
-    ]
+    return [{"name": name, "memory_mib": int(total)} for name, total in nvidia_smi("name,memory.total")]
 
 
 def within_target(planned: float, used: float) -> bool:

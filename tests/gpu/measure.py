@@ -31,17 +31,22 @@ def decode_tps(client: Client, model: str, tokens: int) -> float:
     return float(reply["timings"]["predicted_per_second"])
 
 
-def gpu_memory_used_mib() -> list[int]:
+def nvidia_smi(fields: str) -> list[list[str]]:
+    """Rows of `nvidia-smi --query-gpu=FIELDS` (csv, no header, no units); empty without a GPU."""
     try:
         text = subprocess.run(
-            ["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
+            ["nvidia-smi", f"--query-gpu={fields}", "--format=csv,noheader,nounits"],
             capture_output=True,
             text=True,
             check=True,
         ).stdout
     except (OSError, subprocess.CalledProcessError):
         return []
-    return [int(line) for line in text.split()]
+    return [[cell.strip() for cell in line.rsplit(",", fields.count(","))] for line in text.splitlines() if line]
+
+
+def gpu_memory_used_mib() -> list[int]:
+    return [int(row[0]) for row in nvidia_smi("memory.used")]
 
 
 def main() -> int:
