@@ -70,7 +70,8 @@ $(NVML_WHEEL):
 
 $(PROMTOOL):
 	rm -rf $(CACHE)/deb $(CACHE)/prometheus && mkdir -p $(CACHE)/deb
-	cd $(CACHE)/deb && apt-get download prometheus 2>&1 | grep -v "^W: Download is performed unsandboxed" || true
+	cd $(CACHE)/deb && { apt-get download prometheus || { apt-get update -qq && apt-get download prometheus; }; } 2>&1 \
+	  | grep -v "^W: Download is performed unsandboxed" || true
 	dpkg-deb -x $(CACHE)/deb/prometheus_*.deb $(CACHE)/prometheus
 	$@ --version | head -1
 
