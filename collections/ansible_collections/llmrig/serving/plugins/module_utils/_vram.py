@@ -407,6 +407,10 @@ def mib(value: int) -> float:
     return round(value / MIB, 2)
 
 
+def fits(uses: list[DeviceUse], capacity: list[int]) -> bool:
+    return all(use.total <= cap for use, cap in zip(uses, capacity, strict=True))
+
+
 def largest_fitting_context(
     meta: ModelMeta, settings: Settings, capacity: list[int], overhead: list[int], step: int = 1024
 ) -> int:
@@ -415,8 +419,7 @@ def largest_fitting_context(
     while low < high:
         middle = (low + high + 1) // 2
         trial = Settings(**{**settings.__dict__, "context": middle * step})
-        uses = plan_devices(meta, trial, capacity, overhead)
-        if all(u.total <= c for u, c in zip(uses, capacity, strict=True)):
+        if fits(plan_devices(meta, trial, capacity, overhead), capacity):
             low = middle
         else:
             high = middle - 1
@@ -432,6 +435,14 @@ class PlanError(Exception):
 
 
 DEFAULT_PARALLEL = 4  # llama-server's automatic slot count (-np -1), as its log reports
+DEFAULT_OVERHEAD_MIB = 600  # per model process and GPU, measured on an H100
+
+
+def device_limits(gpus: list[dict[str, Any]], margin_mib: int) -> tuple[list[int], list[int]]:
+    """(bytes each GPU may hold after the margin, fixed overhead bytes per process on each GPU)."""
+    capacity = [(int(g["memory_mib"]) - margin_mib) * MIB for g in gpus]
+    overhead = [int(g.get("overhead_mib", DEFAULT_OVERHEAD_MIB)) * MIB for g in gpus]
+    return capacity, overhead
 
 
 def entry_settings(entry: dict[str, Any], host_memory: bool = False) -> Settings:
@@ -462,8 +473,7 @@ def plan_entry(
     file -> meta. A single device with host_memory true stands for the RAM of a CPU build."""
     settings = entry_settings(entry, host_memory=bool(gpus[0].get("host_memory")) and len(gpus) == 1)
     meta = metas[entry["source"]["file"]]
-    capacity = [(int(g["memory_mib"]) - margin_mib) * MIB for g in gpus]
-    overhead = [int(g.get("overhead_mib", 600)) * MIB for g in gpus]
+    capacity, overhead = device_limits(gpus, margin_mib)
     uses = plan_devices(meta, settings, capacity, overhead)
     extra: list[str] = list(meta.notes)
     if "mmproj" in entry and entry["mmproj"]["file"] in metas:
@@ -517,8 +527,7 @@ def suggestions(plan: dict[str, Any], gpus: list[dict[str, Any]], margin_mib: in
     """What would fit instead: the largest context, and cheaper KV cache types at the asked context."""
     meta: ModelMeta = plan["_meta"]
     settings: Settings = plan["_settings"]
-    capacity = [(int(g["memory_mib"]) - margin_mib) * MIB for g in gpus]
-    overhead = [int(g.get("overhead_mib", 600)) * MIB for g in gpus]
+    capacity, overhead = device_limits(gpus, margin_mib)
     parts = []
     context = largest_fitting_context(meta, settings, capacity, overhead)
     if context:
@@ -529,7 +538,7 @@ def suggestions(plan: dict[str, Any], gpus: list[dict[str, Any]], margin_mib: in
         if row_bytes(kv_type, 256) >= row_bytes(settings.cache_type_k, 256):
             break
         trial = Settings(**{**settings.__dict__, "cache_type_k": kv_type, "cache_type_v": kv_type})
-        if all(u.total <= c for u, c in zip(plan_devices(meta, trial, capacity, overhead), capacity, strict=True)):
+        if fits(plan_devices(meta, trial, capacity, overhead), capacity):
             parts.append(f"or cache_type_k/v {kv_type} at context {settings.context}")
             break
     return "; ".join(parts)
@@ -555,17 +564,17 @@ def coresidency(plans: list[dict[str, Any]], gpus: list[dict[str, Any]], margin_
     """Which models fit on the GPUs together. Each model process brings its own overhead, so the sum of
     their per-device totals must fit. Returns the largest count of models that can always be resident
     together (what --models-max may be) and every pair that fits."""
-    capacity = [(int(g["memory_mib"]) - margin_mib) * MIB for g in gpus]
+    capacity, _ = device_limits(gpus, margin_mib)
     totals = [[u.total for u in plan["_uses"]] for plan in plans]
 
-    def fits(indices: tuple[int, ...]) -> bool:
+    def fit_together(indices: tuple[int, ...]) -> bool:
         return all(sum(totals[i][d] for i in indices) <= capacity[d] for d in range(len(gpus)))
 
     pairs = [
         [plans[a]["name"], plans[b]["name"]]
         for a in range(len(plans))
         for b in range(a + 1, len(plans))
-        if fits((a, b))
+        if fit_together((a, b))
     ]
     # the LRU evicts by count: --models-max n is only safe if ANY n models fit together,
     # which is the case when the n largest per device fit
@@ -584,16 +593,11 @@ def plan_fleet(
     for index, plan in enumerate(plans):
         if not plan["fits"]:
             raise PlanError(shortfall_message(index, plan, gpus, margin_mib))
-    return public(plans, gpus, margin_mib)
-
-
-def public(plans: list[dict[str, Any]], gpus: list[dict[str, Any]], margin_mib: int) -> dict[str, Any]:
-    together = coresidency(plans, gpus, margin_mib) if all(p["fits"] for p in plans) else {}
     return {
         "gpus": gpus,
         "margin_mib": margin_mib,
         "models": [{k: v for k, v in plan.items() if not k.startswith("_")} for plan in plans],
-        **together,
+        **coresidency(plans, gpus, margin_mib),
     }
 
 
@@ -616,8 +620,7 @@ def table(plan: dict[str, Any]) -> str:
         for note in model["notes"]:
             lines.append(f"  note: {note}")
     lines.append(f"(MiB; margin kept free per GPU: {plan['margin_mib']} MiB)")
-    if "models_max" in plan:
-        lines.append(f"models that fit together at any time (--models-max): {plan['models_max']}")
-        for pair in plan["pairs_that_fit"]:
-            lines.append(f"  fit together: {pair[0]} + {pair[1]}")
+    lines.append(f"models that fit together at any time (--models-max): {plan['models_max']}")
+    for pair in plan["pairs_that_fit"]:
+        lines.append(f"  fit together: {pair[0]} + {pair[1]}")
     return "\n".join(lines)
