@@ -129,6 +129,7 @@ bench: demo
 
 soak: demo
 	@mkdir -p bench-results
+	podman cp tools/bench_gateway.py $(DEMO_NAME):/tmp/bench_gateway.py
 	podman cp tools/scrape_soak.py $(DEMO_NAME):/tmp/scrape_soak.py
 	podman exec $(DEMO_NAME) python3 /tmp/scrape_soak.py --seconds $${SOAK_SECONDS:-600} --json /tmp/soak.json
 	podman cp $(DEMO_NAME):/tmp/soak.json bench-results/soak-$$(date +%Y%m%dT%H%M%S).json

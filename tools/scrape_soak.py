@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Do Prometheus scrapes make models swap? Alternate requests between two models for a while, with
 Prometheus scraping every fleet model, then compare the loads the router really did (its journal) with
-the loads the requests alone require. Runs on the inference host (stdlib only), e.g. `make soak`.
+the loads the requests alone require. Runs on the inference host (stdlib only, with bench_gateway.py
+beside it for the HTTP client), e.g. `make soak`.
 
 Each switch from one model to the other must load the other model (one resident at a time), so
 expected loads = number of switches (+1 if the first model was not resident). Any load beyond that was
@@ -16,17 +17,16 @@ import subprocess
 import sys
 import time
 import urllib.parse
-import urllib.request
 from typing import Any
 
+from bench_gateway import Client
 
-def http(url: str, body: dict[str, Any] | None = None, key: str = "", timeout: float = 300) -> Any:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    if key:
-        request.add_header("Authorization", f"Bearer {key}")
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        return json.load(response)
+
+def call(client: Client, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    status, reply = client.call(method, path, body)
+    if status != 200:
+        raise RuntimeError(f"{method} {client.base}{path}: HTTP {status}: {reply}")
+    return reply
 
 
 def journal_loads(since: str, service: str) -> dict[str, int]:
@@ -46,7 +46,7 @@ def journal_loads(since: str, service: str) -> dict[str, int]:
 
 
 def prometheus(url: str, expr: str) -> list[dict[str, Any]]:
-    body = http(url + "/api/v1/query?" + urllib.parse.urlencode({"query": expr}))
+    body = call(Client(url, None), "GET", "/api/v1/query?" + urllib.parse.urlencode({"query": expr}))
     return list(body["data"]["result"])
 
 
@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     with open(args.api_key_file, encoding="utf-8") as handle:
         key = handle.read().strip()
 
-    listed = http(args.gateway + "/models", key=key)["data"]
+    gateway = Client(args.gateway, key)
+    listed = call(gateway, "GET", "/models")["data"]
     models = args.models or [m["id"] for m in listed[:2]]
     resident = {m["id"] for m in listed if m["status"]["value"] == "loaded"}
     since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(time.time() - 1))
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         phase_end = time.monotonic() + args.phase
         while time.monotonic() < phase_end and time.monotonic() - started < args.seconds:
             body = {"model": model, "prompt": "Count to ten:", "max_tokens": 16, "cache_prompt": False}
-            reply = http(args.gateway + "/v1/completions", body, key=key)
+            reply = call(gateway, "POST", "/v1/completions", body)
             assert reply["usage"]["completion_tokens"] > 0, reply
             requests += 1
             time.sleep(1)
