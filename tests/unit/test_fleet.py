@@ -191,6 +191,10 @@ def test_speculative_rules():
     fails([entry(speculative={"type": "draft-simple"})], "'model-a' (#1)", "speculative.model", "required")
     bad_model = {"type": "draft-simple", "model": {"url": "https://x/d.gguf", "sha256": "nope"}}
     fails([entry(speculative=bad_model)], "'model-a' (#1)", "speculative.model.sha256")
+    bad_kv = {"type": "draft-mtp", "cache_type_k": "q8"}
+    fails([entry(speculative=bad_kv)], "'model-a' (#1)", "speculative.cache_type_k", "q8_0")
+    # the draft context's KV types have a field, so the option is refused in extra_args
+    fails([entry(extra_args={"ctkd": "q8_0"})], "'model-a' (#1)", "extra_args.ctkd", "speculative.cache_type_k")
 
 
 def test_mmproj_is_a_source():
@@ -268,7 +272,7 @@ def test_render_presets():
                 aliases=["a", "b"],
                 cache_type_k="q8_0",
                 tensor_split=[3, 1],
-                speculative={"type": "draft-mtp", "draft_n_max": 2},
+                speculative={"type": "draft-mtp", "draft_n_max": 2, "cache_type_k": "q8_0", "cache_type_v": "q4_0"},
                 sampling={"temperature": 0.6, "top_k": 20},
                 load_on_startup=True,
                 extra_args={"load-mode": "mmap", "jinja": True},
@@ -281,6 +285,7 @@ def test_render_presets():
         "version = 1\n\n[*]\nthreads = 2\nstop-timeout = 10\n\n"
         "[model-a]\nmodel = /var/lib/llmrig/models/model-a.Q4_K_M.gguf\nalias = a,b\nctx-size = 4096\n"
         "cache-type-k = q8_0\ntensor-split = 3,1\nspec-type = draft-mtp\nspec-draft-n-max = 2\n"
+        "spec-draft-type-k = q8_0\nspec-draft-type-v = q4_0\n"
         "temp = 0.6\ntop-k = 20\nload-on-startup = true\nload-mode = mmap\njinja = true\n\n"
         "[model-b]\nmodel = /var/lib/llmrig/models/model-a.Q4_K_M.gguf\nctx-size = 8192\n"
     )

@@ -192,3 +192,111 @@ def test_tied_embeddings_put_a_copy_of_token_embd_on_the_output_device():
     # on a CPU build there is one copy, in RAM
     [ram] = vram.plan_devices(meta, vram.Settings(context=2048, host_memory=True), [8192 * MIB], [0])
     assert ram.weights == 188 * MIB
+
+
+QWEN35_MTP = {
+    # a Qwen3.6-27B-shaped file: 64 trunk layers (16 of them attention) and one MTP block
+    "general.architecture": "qwen35",
+    "qwen35.block_count": 65,
+    "qwen35.nextn_predict_layers": 1,
+    "qwen35.embedding_length": 5120,
+    "qwen35.feed_forward_length": 17408,
+    "qwen35.attention.head_count": 24,
+    "qwen35.attention.head_count_kv": 4,
+    "qwen35.attention.key_length": 256,
+    "qwen35.attention.value_length": 256,
+    "qwen35.full_attention_interval": 4,
+    "qwen35.ssm.conv_kernel": 4,
+    "qwen35.ssm.inner_size": 6144,
+    "qwen35.ssm.state_size": 128,
+    "qwen35.ssm.group_count": 16,
+}
+
+
+def test_mtp_blocks_are_attention_layers_outside_the_trunk():
+    meta = vram.meta_from_fields(QWEN35_MTP, [])
+    assert (meta.n_layer, meta.n_nextn, meta.n_trunk) == (65, 1, 64)
+    # (il + 1) % 4 would make block 64 recurrent; llama.cpp marks MTP blocks non-recurrent
+    assert meta.recurrent_layers.count(True) == 48 and not meta.recurrent_layers[64]
+    assert meta.n_head_kv[64] == 4
+
+
+def test_mtp_kv_lives_in_the_mtp_context_only_with_draft_mtp():
+    meta = vram.meta_from_fields(QWEN35_MTP, [])
+    row = 4 * 256 * 34 // 32  # q8_0 row of 4 KV heads x 256: 1088 bytes
+    plain = vram.Settings(context=131072, cache_type_k="q8_0", cache_type_v="q8_0", parallel=1)
+    mtp = vram.Settings(**{**plain.__dict__, "spec_type": "draft-mtp", "draft_n_max": 2})
+    # main context: the 16 trunk attention layers, 131072 cells, K + V: 16 x 131072 x 2176 = 4352 MiB
+    assert vram.kv_total(meta, plain) == vram.kv_total(meta, mtp) == 16 * 131072 * 2 * row == 4352 * MIB
+    assert vram.kv_total(meta, plain, mtp_context=True) == 0
+    # the MTP context's cache is f16 unless its own types are set (--spec-draft-type-k/v)
+    assert vram.kv_total(meta, mtp, mtp_context=True) == 131072 * 2 * (4 * 256 * 2) == 512 * MIB
+    quantized = vram.Settings(**{**mtp.__dict__, "draft_cache_type_k": "q8_0", "draft_cache_type_v": "q8_0"})
+    assert vram.kv_total(meta, quantized, mtp_context=True) == 131072 * 2 * row == 272 * MIB
+    entry = {"context": 4096, "speculative": {"type": "draft-mtp", "cache_type_k": "q8_0", "cache_type_v": "q4_0"}}
+    assert vram.entry_settings(entry).draft_kv_types == ("q8_0", "q4_0")
+
+
+def test_recurrent_state_is_kept_once_per_draft_token_for_rollback():
+    meta = vram.meta_from_fields(QWEN35_MTP, [])
+    # conv (4 - 1) x (6144 + 2 x 16 x 128) = 30720 and ssm 128 x 6144 = 786432 f32 per layer and sequence
+    per_seq = 48 * (30720 + 786432) * 4
+    plain = vram.Settings(context=4096, parallel=4, unified=True)
+    assert vram.recurrent_total(meta, plain) == 4 * per_seq
+    mtp = vram.Settings(**{**plain.__dict__, "spec_type": "draft-mtp", "draft_n_max": 2})
+    assert vram.rs_snapshots(meta, mtp) == 3
+    assert vram.recurrent_total(meta, mtp) == 4 * 3 * per_seq
+    # llama-server's default draft length is 3; an n-gram drafter never rolls the state back
+    default = vram.Settings(**{**plain.__dict__, "spec_type": "draft-mtp"})
+    assert vram.rs_snapshots(meta, default) == 4
+    assert vram.rs_snapshots(meta, vram.Settings(**{**plain.__dict__, "spec_type": "ngram-simple"})) == 1
+
+
+def test_mtp_block_weights_load_only_with_draft_mtp():
+    tensors = [vram.Tensor(f"blk.{il}.ffn_down.weight", 100 * MIB) for il in range(65)]
+    tensors += [vram.Tensor("output.weight", 50 * MIB), vram.Tensor("token_embd.weight", 50 * MIB)]
+    meta = vram.meta_from_fields(QWEN35_MTP, tensors)
+    plain = vram.Settings(context=4096, parallel=1)
+    mtp = vram.Settings(context=4096, parallel=1, spec_type="draft-mtp")
+    assert vram.loaded_weight_bytes(meta, plain) == (64 * 100 + 100) * MIB
+    assert vram.loaded_weight_bytes(meta, mtp) == (65 * 100 + 100) * MIB
+    [without] = vram.plan_devices(meta, plain, [80000 * MIB], [0])
+    [with_mtp] = vram.plan_devices(meta, mtp, [80000 * MIB], [0])
+    assert with_mtp.weights - without.weights == 100 * MIB
+    # the MTP context reserves its own compute buffer
+    assert with_mtp.compute == 2 * without.compute
+
+
+GEMMA4 = {
+    # Gemma 4 31B: 5 sliding-window layers (16 KV heads of 256) then one global layer (4 KV heads of 512)
+    "general.architecture": "gemma4",
+    "gemma4.block_count": 12,
+    "gemma4.embedding_length": 5376,
+    "gemma4.feed_forward_length": 21504,
+    "gemma4.attention.head_count": 32,
+    "gemma4.attention.head_count_kv": [16, 16, 16, 16, 16, 4] * 2,
+    "gemma4.attention.key_length": 512,
+    "gemma4.attention.value_length": 512,
+    "gemma4.attention.key_length_swa": 256,
+    "gemma4.attention.value_length_swa": 256,
+    "gemma4.attention.sliding_window": 1024,
+    "gemma4.attention.sliding_window_pattern": [True] * 5 + [False] + [True] * 5 + [False],
+}
+
+
+def test_sliding_window_layers_use_their_own_head_size():
+    meta = vram.meta_from_fields(GEMMA4, [])
+    settings = vram.Settings(context=65536, cache_type_k="q8_0", cache_type_v="q8_0", parallel=1)
+    assert vram.kv_cells(meta, settings) == (65536, 1536)  # window 1024 + ubatch 512
+    # global layer: 65536 cells x 2 x (4 x 512) q8_0 = 65536 x 4352 bytes; SWA: 1536 x 2 x (16 x 256)
+    assert vram.layer_kv_bytes(meta, settings, 5) == 65536 * 2 * 2176
+    assert vram.layer_kv_bytes(meta, settings, 0) == 1536 * 2 * 4352
+    assert vram.kv_total(meta, settings) == 2 * 65536 * 2 * 2176 + 10 * 1536 * 2 * 4352
+
+
+def test_compute_estimate_copies_the_largest_layer_cache():
+    meta = vram.meta_from_fields(GEMMA4, [])
+    settings = vram.Settings(context=65536, parallel=1)
+    # global layer: 65536 cells x 4 heads x (512 + 512) x 2 bytes = 512 MiB (a SWA layer's: 1536 x 16 x 512 x 2)
+    mask, ffn = 65536 * 512 * 2, 512 * 21504 * 4
+    assert vram.compute_bytes(meta, settings) == 512 * MIB + mask + ffn

@@ -54,7 +54,7 @@ ENTRY_FIELDS = (
     "extra_args",
 )
 SOURCE_FIELDS = ("url", "path", "sha256", "file")
-SPECULATIVE_FIELDS = ("type", "draft_n_max", "draft_n_min", "draft_p_min", "model")
+SPECULATIVE_FIELDS = ("type", "draft_n_max", "draft_n_min", "draft_p_min", "cache_type_k", "cache_type_v", "model")
 # fleet sampling field -> llama-server option (long name without dashes)
 SAMPLING_OPTIONS = {
     "temperature": "temp",
@@ -100,6 +100,12 @@ RESERVED_OPTIONS = {
     "spec-draft-n-max": "speculative.draft_n_max",
     "spec-draft-n-min": "speculative.draft_n_min",
     "spec-draft-p-min": "speculative.draft_p_min",
+    "spec-draft-type-k": "speculative.cache_type_k",
+    "ctkd": "speculative.cache_type_k",
+    "cache-type-k-draft": "speculative.cache_type_k",
+    "spec-draft-type-v": "speculative.cache_type_v",
+    "ctvd": "speculative.cache_type_v",
+    "cache-type-v-draft": "speculative.cache_type_v",
     "spec-draft-model": "speculative.model",
     "model-draft": "speculative.model",
     "md": "speculative.model",
@@ -244,7 +250,7 @@ def _check_gpu(checker: _EntryChecker, entry: dict, out: dict) -> None:
 
 def _check_speculative(checker: _EntryChecker, value: Any) -> dict:
     if not isinstance(value, dict):
-        raise checker.fail("speculative", "must be a mapping (type, draft_n_max, draft_n_min, draft_p_min, model)")
+        raise checker.fail("speculative", "must be a mapping (" + ", ".join(SPECULATIVE_FIELDS) + ")")
     checker.check_keys(value, SPECULATIVE_FIELDS, "speculative.")
     out: dict[str, Any] = {"type": checker.choice_field(value.get("type"), "speculative.type", SPEC_TYPES)}
     for key in ("draft_n_max", "draft_n_min"):
@@ -257,6 +263,9 @@ def _check_speculative(checker: _EntryChecker, value: Any) -> dict:
         if not _is_number(p_min) or not 0 <= p_min <= 1:
             raise checker.fail("speculative.draft_p_min", f"must be a number from 0 to 1, got {p_min!r}")
         out["draft_p_min"] = p_min
+    for key in ("cache_type_k", "cache_type_v"):
+        if key in value:
+            out[key] = checker.choice_field(value[key], "speculative." + key, KV_CACHE_TYPES)
     if "model" in value:
         out["model"] = checker.source(value["model"], "speculative.model")
     elif out["type"] in ("draft-simple", "draft-eagle3"):
@@ -421,6 +430,8 @@ def preset_options(entry: dict, models_dir: str) -> list[tuple[str, Any]]:
             ("draft_n_max", "spec-draft-n-max"),
             ("draft_n_min", "spec-draft-n-min"),
             ("draft_p_min", "spec-draft-p-min"),
+            ("cache_type_k", "spec-draft-type-k"),
+            ("cache_type_v", "spec-draft-type-v"),
         ):
             if field in spec:
                 options.append((option, spec[field]))

@@ -9,7 +9,11 @@ llama-context.cpp of the pinned tree):
 - KV cache: per attention layer, cells x row size of its K and V (n_embd_head x n_head_kv elements in the
   cache type). Full-attention layers hold n_ctx cells (padded to 256); sliding-window layers hold
   pad256(min(n_ctx, n_swa x n_seq + n_ubatch)) with a unified cache; recurrent layers hold no KV but a
-  fixed f32 state per sequence;
+  fixed f32 state per sequence, kept 1 + draft_n_max times when a drafting speculative type needs to roll
+  the state back (llama_memory_recurrent: n_rs_seq);
+- multi-token prediction (MTP): the model's nextn blocks (the last `nextn_predict_layers` blocks) are
+  loaded only with `draft-mtp`; their KV cache lives in a second (MTP) context of the same cells per
+  stream, which also has its own compute buffer;
 - compute buffer: estimated from the measured H100 figures (n_ubatch 512, flash attention on): an f16
   copy of one layer's K and V over n_ctx, the n_ctx x n_ubatch f16 mask, and the FFN activations;
 - a fixed per-process overhead (CUDA context, cuBLAS): measured 600 MiB on an H100, an input per GPU model.
@@ -20,7 +24,7 @@ the larger figure (every layer full attention) and says so, so a plan errs towar
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 MIB = 1024 * 1024
@@ -43,6 +47,27 @@ KV_TYPES_BY_SIZE = ("q4_0", "iq4_nl", "q4_1", "q5_0", "q5_1", "q8_0", "f16")
 # Layer patterns llama.cpp hard-codes per architecture (llama-model.cpp: hparams.set_swa_pattern(n)):
 # with pattern n, layer il uses the sliding window unless il % n == n - 1.
 SWA_PATTERNS = {"gemma2": 2, "gemma3": 6}
+# Architectures whose recurrent state llama.cpp can roll back after rejected drafts (llama-arch.cpp:
+# llm_arch_supports_rs_rollback): with a drafting speculative type they keep 1 + draft_n_max states.
+RS_ROLLBACK_ARCHS = frozenset(
+    {
+        "kimi-k3",
+        "qwen35",
+        "qwen35moe",
+        "qwen4exp",
+        "deepseek4",
+        "glm5-next",
+        "nemotron_h",
+        "nemotron_h_moe",
+        "lfm2",
+        "lfm2moe",
+        "bailingmoe3",
+    }
+)
+# speculative types that roll the target's recurrent state back (common.h: need_n_rs_seq); of the fleet's
+# types, draft-mtp and draft-eagle3
+RS_ROLLBACK_SPEC_TYPES = frozenset({"draft-mtp", "draft-eagle3"})
+DEFAULT_DRAFT_N_MAX = 3  # common_params_speculative_draft::n_max
 
 
 def row_bytes(kv_type: str, elements: int) -> int:
@@ -74,6 +99,9 @@ class ModelMeta:
     n_head_kv: list[int]  # per layer; 0 for a layer without attention
     head_k: int
     head_v: int
+    head_k_swa: int = 0  # 0: the same as head_k (key_length_swa of gemma3n/gemma4)
+    head_v_swa: int = 0
+    n_nextn: int = 0  # the last n_nextn blocks are multi-token-prediction blocks
     n_swa: int = 0
     swa_layers: list[bool] = field(default_factory=list)
     recurrent_layers: list[bool] = field(default_factory=list)
@@ -86,6 +114,16 @@ class ModelMeta:
     @property
     def weight_bytes(self) -> int:
         return sum(t.n_bytes for t in self.tensors)
+
+    @property
+    def n_trunk(self) -> int:
+        """Layers of the model proper, without the MTP blocks."""
+        return self.n_layer - self.n_nextn
+
+    def head_sizes(self, il: int) -> tuple[int, int]:
+        if self.swa_layers[il]:
+            return self.head_k_swa or self.head_k, self.head_v_swa or self.head_v
+        return self.head_k, self.head_v
 
 
 def meta_from_fields(fields: dict[str, Any], tensors: list[Tensor]) -> ModelMeta:
@@ -114,19 +152,23 @@ def meta_from_fields(fields: dict[str, Any], tensors: list[Tensor]) -> ModelMeta
         n_head_kv=n_head_kv,
         head_k=head_k,
         head_v=head_v,
+        head_k_swa=int(key("attention.key_length_swa", 0) or 0),
+        head_v_swa=int(key("attention.value_length_swa", 0) or 0),
+        n_nextn=int(key("nextn_predict_layers", 0) or 0),
         context_train=int(key("context_length", 0)),
         tensors=tensors,
     )
+    n_trunk = meta.n_trunk
 
     n_swa = int(key("attention.sliding_window", 0) or 0)
     pattern = key("attention.sliding_window_pattern")
     if n_swa:
         meta.n_swa = n_swa
         if isinstance(pattern, list):
-            meta.swa_layers = [bool(v) for v in pattern]
+            meta.swa_layers = [bool(v) for v in pattern] + [False] * (n_layer - len(pattern))
         elif arch in SWA_PATTERNS or pattern:
             period = int(pattern or SWA_PATTERNS[arch])
-            meta.swa_layers = [il % period < period - 1 for il in range(n_layer)]
+            meta.swa_layers = [il < n_trunk and il % period < period - 1 for il in range(n_layer)]
         else:
             meta.notes.append(
                 f"{arch}: sliding-window layout unknown to the planner; every layer counted as full attention"
@@ -136,10 +178,16 @@ def meta_from_fields(fields: dict[str, Any], tensors: list[Tensor]) -> ModelMeta
         meta.swa_layers = [False] * n_layer
 
     interval = key("full_attention_interval")
+    listed = key("attention.recurrent_layers")
     d_conv, d_inner = int(key("ssm.conv_kernel", 0) or 0), int(key("ssm.inner_size", 0) or 0)
     d_state, n_group = int(key("ssm.state_size", 0) or 0), int(key("ssm.group_count", 0) or 0)
-    if interval:
-        meta.recurrent_layers = [(il + 1) % int(interval) != 0 for il in range(n_layer)]
+    # the MTP blocks are attention blocks (llama_hparams::set_recr_pattern)
+    if isinstance(listed, list):
+        meta.recurrent_layers = [bool(v) and il < n_trunk for il, v in enumerate(listed)]
+        meta.recurrent_layers += [False] * (n_layer - len(listed))
+    elif interval or arch in ("qwen35", "qwen35moe"):
+        period = int(interval or 4)  # qwen35's default when the key is missing
+        meta.recurrent_layers = [il < n_trunk and (il + 1) % period != 0 for il in range(n_layer)]
     elif d_inner and not any(meta.n_head_kv):
         meta.recurrent_layers = [True] * n_layer
     else:
@@ -272,6 +320,20 @@ class Settings:
     split_mode: str = "layer"
     main_gpu: int = 0
     host_memory: bool = False  # a CPU build: everything, token_embd included, lives in host RAM
+    spec_type: str = "none"
+    draft_n_max: int = DEFAULT_DRAFT_N_MAX
+    # the draft (MTP or draft-model) context's KV cache types: llama-server's --spec-draft-type-k/v, f16
+    # unless set, whatever the main context uses
+    draft_cache_type_k: str = "f16"
+    draft_cache_type_v: str = "f16"
+
+    @property
+    def mtp(self) -> bool:
+        return self.spec_type == "draft-mtp"
+
+    @property
+    def draft_kv_types(self) -> tuple[str, str]:
+        return self.draft_cache_type_k, self.draft_cache_type_v
 
 
 @dataclass
@@ -302,20 +364,32 @@ def kv_cells(meta: ModelMeta, settings: Settings) -> tuple[int, int]:
     return per_stream, swa
 
 
-def layer_kv_bytes(meta: ModelMeta, settings: Settings, il: int) -> int:
+def layer_kv_bytes(meta: ModelMeta, settings: Settings, il: int, mtp_context: bool = False) -> int:
+    """KV cache of layer il in the main context, or (mtp_context) in the MTP draft context, which holds
+    only the nextn blocks. The main context never holds them."""
     if meta.recurrent_layers[il] or meta.n_head_kv[il] == 0:
+        return 0
+    if (il >= meta.n_trunk) != mtp_context or (mtp_context and not settings.mtp):
         return 0
     full, swa = kv_cells(meta, settings)
     cells = (swa if meta.swa_layers[il] else full) * kv_streams(settings)
-    k = row_bytes(settings.cache_type_k, meta.head_k * meta.n_head_kv[il])
-    v = row_bytes(settings.cache_type_v, meta.head_v * meta.n_head_kv[il])
+    head_k, head_v = meta.head_sizes(il)
+    type_k, type_v = settings.draft_kv_types if mtp_context else (settings.cache_type_k, settings.cache_type_v)
+    k = row_bytes(type_k, head_k * meta.n_head_kv[il])
+    v = row_bytes(type_v, head_v * meta.n_head_kv[il])
     return cells * (k + v)
+
+
+def rs_snapshots(meta: ModelMeta, settings: Settings) -> int:
+    """Recurrent states kept per sequence: 1, plus draft_n_max for rolling back rejected drafts."""
+    rollback = meta.arch in RS_ROLLBACK_ARCHS and settings.spec_type in RS_ROLLBACK_SPEC_TYPES
+    return 1 + (settings.draft_n_max if rollback else 0)
 
 
 def layer_recurrent_bytes(meta: ModelMeta, settings: Settings, il: int) -> int:
     if not meta.recurrent_layers[il]:
         return 0
-    return max(settings.parallel, 1) * (meta.recurrent_r + meta.recurrent_s) * 4
+    return max(settings.parallel, 1) * rs_snapshots(meta, settings) * (meta.recurrent_r + meta.recurrent_s) * 4
 
 
 def layer_devices(n_layer: int, n_devices: int, split: list[float], gpu_layers: int | None) -> list[int | None]:
@@ -342,10 +416,15 @@ def layer_devices(n_layer: int, n_devices: int, split: list[float], gpu_layers: 
 
 
 def compute_bytes(meta: ModelMeta, settings: Settings) -> int:
-    """Estimated compute buffer of one device (see the module docstring)."""
+    """Estimated compute buffer of one device (see the module docstring). The f16 copy is of the largest
+    layer cache: a sliding-window layer's holds only its window's cells."""
     n_ctx = pad(settings.context, 256)
-    n_embd_kv = max((meta.head_k + meta.head_v) * kv for kv in meta.n_head_kv) if any(meta.n_head_kv) else 0
-    kv_copy = n_ctx * n_embd_kv * 2
+    swa_cells = kv_cells(meta, settings)[1] * kv_streams(settings)
+    kv_copy = 0
+    for il, n_head_kv in enumerate(meta.n_head_kv):
+        if n_head_kv and not meta.recurrent_layers[il]:
+            cells = swa_cells if meta.swa_layers[il] else n_ctx
+            kv_copy = max(kv_copy, cells * sum(meta.head_sizes(il)) * n_head_kv * 2)
     mask = n_ctx * settings.n_ubatch * 2
     ffn = settings.n_ubatch * meta.n_ff * 4
     return kv_copy + mask + ffn
@@ -355,6 +434,12 @@ def tensor_layer(name: str) -> int | None:
     if name.startswith("blk."):
         return int(name.split(".", 2)[1])
     return None
+
+
+def loaded(meta: ModelMeta, settings: Settings, tensor: Tensor) -> bool:
+    """Whether llama.cpp loads the tensor: the nextn (MTP) blocks only with draft-mtp (TENSOR_SKIP)."""
+    il = tensor_layer(tensor.name)
+    return il is None or il < meta.n_trunk or settings.mtp
 
 
 def plan_devices(meta: ModelMeta, settings: Settings, capacity: list[int], overhead: list[int]) -> list[DeviceUse]:
@@ -369,6 +454,8 @@ def plan_devices(meta: ModelMeta, settings: Settings, capacity: list[int], overh
     devices = layer_devices(meta.n_layer, n_devices, split, settings.gpu_layers)
     names = {tensor.name for tensor in meta.tensors}
     for tensor in meta.tensors:
+        if not loaded(meta, settings, tensor):
+            continue
         il = tensor_layer(tensor.name)
         if tensor.name == "token_embd.weight" and "output.weight" not in names and not settings.host_memory:
             # tied embeddings: llama.cpp puts a copy of token_embd on the output device as the output head
@@ -386,21 +473,35 @@ def plan_devices(meta: ModelMeta, settings: Settings, capacity: list[int], overh
             device = devices[il]
         if device is not None:
             uses[device].weights += tensor.n_bytes
+    mtp_devices: set[int] = set()
     for il in range(meta.n_layer):
         device = 0 if settings.host_memory else devices[il]
         if device is not None:
             uses[device].kv += layer_kv_bytes(meta, settings, il)
             uses[device].recurrent += layer_recurrent_bytes(meta, settings, il)
+            mtp_kv = layer_kv_bytes(meta, settings, il, mtp_context=True)
+            if mtp_kv:
+                uses[device].kv += mtp_kv
+                mtp_devices.add(device)
     compute = compute_bytes(meta, settings)
     for device, use in enumerate(uses):
         if use.weights or use.kv:
-            use.compute = compute
+            # the MTP context reserves a compute buffer of its own on the device of its blocks
+            use.compute = compute * (2 if device in mtp_devices else 1)
             use.overhead = overhead[device]
     return uses
 
 
-def kv_total(meta: ModelMeta, settings: Settings) -> int:
-    return sum(layer_kv_bytes(meta, settings, il) for il in range(meta.n_layer))
+def kv_total(meta: ModelMeta, settings: Settings, mtp_context: bool = False) -> int:
+    return sum(layer_kv_bytes(meta, settings, il, mtp_context) for il in range(meta.n_layer))
+
+
+def recurrent_total(meta: ModelMeta, settings: Settings) -> int:
+    return sum(layer_recurrent_bytes(meta, settings, il) for il in range(meta.n_layer))
+
+
+def loaded_weight_bytes(meta: ModelMeta, settings: Settings) -> int:
+    return sum(t.n_bytes for t in meta.tensors if loaded(meta, settings, t))
 
 
 def mib(value: int) -> float:
@@ -449,6 +550,7 @@ def entry_settings(entry: dict[str, Any], host_memory: bool = False) -> Settings
     """Memory-relevant settings of a validated fleet entry (module_utils._fleet.validate_entry)."""
     gpu_layers = entry.get("gpu_layers")
     unified = entry.get("extra_args", {}).get("kv-unified")
+    speculative = entry.get("speculative", {})
     return Settings(
         context=int(entry["context"]),
         cache_type_k=entry.get("cache_type_k", "f16"),
@@ -460,6 +562,10 @@ def entry_settings(entry: dict[str, Any], host_memory: bool = False) -> Settings
         split_mode=entry.get("split_mode", "layer"),
         main_gpu=int(entry.get("main_gpu", 0)),
         host_memory=host_memory,
+        spec_type=speculative.get("type", "none"),
+        draft_n_max=int(speculative.get("draft_n_max", DEFAULT_DRAFT_N_MAX)),
+        draft_cache_type_k=speculative.get("cache_type_k", "f16"),
+        draft_cache_type_v=speculative.get("cache_type_v", "f16"),
     )
 
 
@@ -476,16 +582,36 @@ def plan_entry(
     capacity, overhead = device_limits(gpus, margin_mib)
     uses = plan_devices(meta, settings, capacity, overhead)
     extra: list[str] = list(meta.notes)
+    if meta.n_nextn and settings.mtp:
+        extra.append(
+            f"draft-mtp: {meta.n_nextn} MTP block(s) loaded; their KV cache "
+            f"({mib(kv_total(meta, settings, mtp_context=True))} MiB) and a second compute buffer belong to the "
+            "MTP context"
+            + (
+                f"; recurrent state kept {rs_snapshots(meta, settings)}x for draft rollback"
+                if any(meta.recurrent_layers)
+                else ""
+            )
+        )
+    elif meta.n_nextn:
+        extra.append(f"{meta.n_nextn} MTP block(s) in the file, not loaded without speculative.type draft-mtp")
     if "mmproj" in entry and entry["mmproj"]["file"] in metas:
         projector = metas[entry["mmproj"]["file"]]
         uses[settings.main_gpu if len(gpus) > 1 else 0].weights += projector.weight_bytes
         extra.append("vision projector weights on the main GPU; its image-encoding buffers are not modelled")
     draft = entry.get("speculative", {}).get("model")
     if draft and draft["file"] in metas:
-        for device, use in enumerate(plan_devices(metas[draft["file"]], settings, capacity, [0] * len(gpus))):
+        # the draft model's context: the same cells and split, the draft KV cache types
+        draft_settings = replace(
+            settings,
+            cache_type_k=settings.draft_cache_type_k,
+            cache_type_v=settings.draft_cache_type_v,
+            spec_type="none",
+        )
+        for device, use in enumerate(plan_devices(metas[draft["file"]], draft_settings, capacity, [0] * len(gpus))):
             uses[device].weights += use.weights
             uses[device].kv += use.kv
-        extra.append("draft model planned with the same context and split")
+        extra.append("draft model planned with the same context and split, KV in the draft cache types")
     devices = []
     for gpu, use, cap in zip(gpus, uses, capacity, strict=True):
         devices.append(
