@@ -19,6 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from gguf_shapes import add_vocabulary
+
 LOG = logging.getLogger("synthetic-gguf")
 
 
@@ -44,18 +47,6 @@ def tensor_shapes(layers: int, width: int, ffn: int, heads: int, kv_heads: int, 
     return shapes
 
 
-def vocabulary(size: int) -> tuple[list[str], list[int]]:
-    import gguf
-
-    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{byte:02X}>" for byte in range(256)]
-    types = [gguf.TokenType.UNKNOWN, gguf.TokenType.CONTROL, gguf.TokenType.CONTROL] + [gguf.TokenType.BYTE] * 256
-    if size < len(tokens) + 1:
-        raise ValueError(f"vocabulary must hold more than {len(tokens)} tokens")
-    tokens += [f"\u2581tok{index}" for index in range(size - len(tokens))]
-    types += [gguf.TokenType.NORMAL] * (size - len(types))
-    return tokens, [int(kind) for kind in types]
-
-
 def write(path: Path, layers: int, width: int, ffn: int, heads: int, kv_heads: int, vocab: int, ctx: int) -> int:
     import gguf
 
@@ -71,14 +62,7 @@ def write(path: Path, layers: int, width: int, ffn: int, heads: int, kv_heads: i
     writer.add_rope_freq_base(500000.0)
     writer.add_layer_norm_rms_eps(1e-5)
     writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
-    tokens, types = vocabulary(vocab)
-    writer.add_tokenizer_model("llama")
-    writer.add_token_list(tokens)
-    writer.add_token_scores([0.0] * len(tokens))
-    writer.add_token_types(types)
-    writer.add_bos_token_id(1)
-    writer.add_eos_token_id(2)
-    writer.add_unk_token_id(0)
+    add_vocabulary(writer, vocab)
 
     shapes = tensor_shapes(layers, width, ffn, heads, kv_heads, vocab)
     for name, shape in shapes:

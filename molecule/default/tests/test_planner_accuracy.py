@@ -9,8 +9,10 @@ far tighter, so the test asks for the log's own rounding (0.01 MiB).
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
+import gguf_shapes
 import pytest
 from ansible_collections.llmrig.serving.plugins.module_utils import _vram as vram
 
@@ -31,16 +33,21 @@ def meta():
     return vram.read_gguf(str(REPO / ".cache/models" / MODEL))
 
 
-def logged_buffers(host, context: int, kv_type: str, parallel: int | None) -> tuple[float, float, str]:
-    """(model buffer MiB, KV MiB summed over the caches, log) of one llama-server start."""
-    slots = "" if parallel is None else f"-np {parallel}"
+def server_log(host, model: str, options: str) -> str:
+    """The log of one llama-server start with fitting off and verbosity 4, up to 'model loaded'."""
     command = (
-        f"timeout 60 {SERVER} -m /var/lib/llmrig/models/{MODEL} -c {context} -ctk {kv_type} -ctv {kv_type} "
-        f"{slots} --fit off -t 2 -lv 4 --host 127.0.0.1 --port 18399 > /tmp/planner-check.log 2>&1 & pid=$!; "
+        f"timeout 60 {SERVER} -m {model} {options} --fit off -t 2 -lv 4 --host 127.0.0.1 --port 18399 "
+        "> /tmp/planner-check.log 2>&1 & pid=$!; "
         "for i in $(seq 300); do grep -q 'model loaded' /tmp/planner-check.log && break; sleep 0.1; done; "
         "kill $pid; wait $pid; cat /tmp/planner-check.log"
     )
-    log = host.run("bash -c %s", command).stdout
+    return host.run("bash -c %s", command).stdout
+
+
+def logged_buffers(host, context: int, kv_type: str, parallel: int | None) -> tuple[float, float, str]:
+    """(model buffer MiB, KV MiB summed over the caches, log) of one llama-server start."""
+    slots = "" if parallel is None else f"-np {parallel}"
+    log = server_log(host, f"/var/lib/llmrig/models/{MODEL}", f"-c {context} -ctk {kv_type} -ctv {kv_type} {slots}")
     weights = [float(v) for v in re.findall(r"CPU_Mapped model buffer size =\s+([\d.]+) MiB", log)]
     kv = [float(v) for v in re.findall(r"llama_kv_cache: size =\s+([\d.]+) MiB", log)]
     assert weights and kv, log[-3000:]
@@ -72,3 +79,72 @@ def test_print_the_comparison(capsys):
                 f"{context:>7}  {kv_type:<5} {parallel or 'auto'!s:>5}  {cells!s:<18} "
                 f"{weights:>9.2f} / {p_weights:<9.2f}    {kv:>8.2f} / {p_kv:.2f}"
             )
+
+
+# A hybrid model with a multi-token-prediction block: a tiny Qwen3.5-architecture file with random weights
+# (6 gated-DeltaNet layers, 2 attention layers, 1 MTP block), written on the controller and copied in.
+HYBRID = "/tmp/llmrig-planner-qwen35-mtp.gguf"
+HYBRID_CASES = [
+    (context, kv_type, spec)
+    for context in (2048, 8192, 32768)
+    for kv_type in ("f16", "q8_0")
+    # no speculative decoding; draft-mtp with 2 drafted tokens and the draft context's default KV type
+    # (f16); draft-mtp with 3 drafted tokens and the draft KV type set to the main one
+    for spec in (None, (2, None), (3, kv_type))
+]
+HYBRID_RESULTS: list[tuple] = []
+
+
+@pytest.fixture(scope="module")
+def hybrid(host, tmp_path_factory):
+    path = tmp_path_factory.mktemp("hybrid") / "qwen35-mtp.gguf"
+    shape = gguf_shapes.qwen35(
+        n_layer=8, n_nextn=1, n_embd=256, n_ff=512, n_head=4, n_head_kv=2, head_dim=64,
+        linear_v_heads=4, linear_k_heads=2, linear_head_dim=32, vocab=512, context=32768,
+    )  # fmt: skip
+    gguf_shapes.write_random(path, shape, vocab=512)
+    subprocess.run(["podman", "cp", str(path), f"{host.backend.name}:{HYBRID}"], check=True)
+    return vram.read_gguf(str(path))
+
+
+def mib_values(pattern: str, log: str) -> list[float]:
+    return [float(v) for v in re.findall(pattern, log)]
+
+
+@pytest.mark.parametrize("context,kv_type,spec", HYBRID_CASES)
+def test_planner_matches_llama_server_on_a_hybrid_mtp_model(host, hybrid, context, kv_type, spec):
+    options = f"-c {context} -ctk {kv_type} -ctv {kv_type}"
+    entry: dict = {"context": context, "cache_type_k": kv_type, "cache_type_v": kv_type}
+    if spec:
+        n_max, draft_kv = spec
+        options += f" --spec-type draft-mtp --spec-draft-n-max {n_max}"
+        entry["speculative"] = {"type": "draft-mtp", "draft_n_max": n_max}
+        if draft_kv:
+            options += f" --spec-draft-type-k {draft_kv} --spec-draft-type-v {draft_kv}"
+            entry["speculative"].update(cache_type_k=draft_kv, cache_type_v=draft_kv)
+    log = server_log(host, HYBRID, options)
+    main, _, mtp = log.partition("creating MTP draft context")
+    assert "model loaded" in log and bool(mtp) == bool(spec), log[-3000:]
+    weights = sum(mib_values(r"CPU_Mapped model buffer size =\s+([\d.]+) MiB", main))
+    kv = sum(mib_values(r"llama_kv_cache: size =\s+([\d.]+) MiB", main))
+    state = sum(mib_values(r"llama_memory_recurrent: size =\s+([\d.]+) MiB", main))
+    mtp_kv = sum(mib_values(r"llama_kv_cache: size =\s+([\d.]+) MiB", mtp))
+    settings = vram.entry_settings(entry)
+    planned = (
+        vram.loaded_weight_bytes(hybrid, settings) / vram.MIB,
+        vram.kv_total(hybrid, settings) / vram.MIB,
+        vram.recurrent_total(hybrid, settings) / vram.MIB,
+        vram.kv_total(hybrid, settings, mtp_context=True) / vram.MIB,
+    )
+    HYBRID_RESULTS.append((context, kv_type, spec, (weights, kv, state, mtp_kv), planned))
+    assert planned == pytest.approx((weights, kv, state, mtp_kv), abs=0.006)
+
+
+def test_print_the_hybrid_comparison(capsys):
+    assert len(HYBRID_RESULTS) == len(HYBRID_CASES)
+    with capsys.disabled():
+        print("\ncontext  kv    draft-mtp (n, kv)  weights log/plan   KV log/plan     state log/plan   MTP KV log/plan")
+        for context, kv_type, spec, logged, planned in HYBRID_RESULTS:
+            pairs = "   ".join(f"{a:>7.2f} / {b:<7.3f}" for a, b in zip(logged, planned, strict=True))
+            mtp = f"{spec[0]}, {spec[1] or 'f16'}" if spec else "off"
+            print(f"{context:>7}  {kv_type:<5} {mtp:>17}  {pairs}")
