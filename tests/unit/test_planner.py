@@ -110,6 +110,9 @@ def test_metadata_is_cached_by_sha256(model, tmp_path):
     copy.unlink()  # the second plan must not need the file
     second = vram.load_metas(entries, str(tmp_path / "cache"))
     assert vram.meta_to_json(first["copy.gguf"]) == vram.meta_to_json(second["copy.gguf"])
+    # an entry written by an older planner is not trusted: it names another cache version
+    [cached] = (tmp_path / "cache").iterdir()
+    assert cached.name == f"{entries[0]['source']['sha256']}.v{vram.META_CACHE_VERSION}.json"
 
 
 def run_module(tmp_path: Path, **args) -> dict:

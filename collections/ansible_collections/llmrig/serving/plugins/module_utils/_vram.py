@@ -15,7 +15,7 @@ llama-context.cpp of the pinned tree):
   loaded only with `draft-mtp`; their KV cache lives in a second (MTP) context of the same cells per
   stream, which also has its own compute buffer;
 - compute buffer: estimated from the measured H100 figures (n_ubatch 512, flash attention on): an f16
-  copy of one layer's K and V over n_ctx, the n_ctx x n_ubatch f16 mask, and the FFN activations;
+  copy of the largest layer cache, the n_ctx x n_ubatch f16 mask, and the FFN activations;
 - a fixed per-process overhead (CUDA context, cuBLAS): measured 600 MiB on an H100, an input per GPU model.
 
 Where a model's layout is not known well enough (an unknown sliding-window pattern), the planner counts
@@ -28,6 +28,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 MIB = 1024 * 1024
+# Version of the parsed metadata kept in the cache: a cache written by an older planner is read again
+# from the file instead of being trusted (2: MTP blocks, per-layer head sizes).
+META_CACHE_VERSION = 2
 
 # (elements per block, bytes per block) of the KV cache types llama-server accepts
 KV_TYPES: dict[str, tuple[int, int]] = {
@@ -285,7 +288,8 @@ def load_metas(entries: list[dict[str, Any]], cache_dir: str | None) -> dict[str
             wanted.setdefault(draft["file"], (draft, False))
     metas = {}
     for file, (source, projector) in wanted.items():
-        cached = os.path.join(cache_dir, source["sha256"] + ".json") if cache_dir else None
+        name = f"{source['sha256']}.v{META_CACHE_VERSION}.json"
+        cached = os.path.join(cache_dir, name) if cache_dir else None
         if cached and os.path.exists(cached):
             with open(cached, encoding="utf-8") as handle:
                 metas[file] = meta_from_json(json.load(handle))
