@@ -281,6 +281,10 @@ def tensor_bytes(shape: tuple[int, ...], kind: str) -> int:
     return elements // block * size
 
 
+def _aligned(size: int) -> int:
+    return -(-size // ALIGNMENT) * ALIGNMENT
+
+
 def weight_bytes(shape: Shape) -> int:
     return sum(tensor_bytes(dims, kind) for _, dims, kind in shape.tensors)
 
@@ -335,9 +339,8 @@ def write_sparse(path: Path, shape: Shape) -> int:
     writer.write_kv_data_to_file()
     writer.write_ti_data_to_file()
     writer.close()
-    data = sum(-(-tensor_bytes(dims, kind) // ALIGNMENT) * ALIGNMENT for _, dims, kind in shape.tensors)
+    data = sum(_aligned(tensor_bytes(dims, kind)) for _, dims, kind in shape.tensors)
     with open(path, "r+b") as handle:
-        head = handle.seek(0, 2)
-        start = -(-head // ALIGNMENT) * ALIGNMENT
+        start = _aligned(handle.seek(0, 2))
         handle.truncate(start + data)
     return start + data

@@ -44,12 +44,16 @@ def server_log(host, model: str, options: str) -> str:
     return host.run("bash -c %s", command).stdout
 
 
+def mib_values(pattern: str, log: str) -> list[float]:
+    return [float(v) for v in re.findall(pattern, log)]
+
+
 def logged_buffers(host, context: int, kv_type: str, parallel: int | None) -> tuple[float, float, str]:
     """(model buffer MiB, KV MiB summed over the caches, log) of one llama-server start."""
     slots = "" if parallel is None else f"-np {parallel}"
     log = server_log(host, f"/var/lib/llmrig/models/{MODEL}", f"-c {context} -ctk {kv_type} -ctv {kv_type} {slots}")
-    weights = [float(v) for v in re.findall(r"CPU_Mapped model buffer size =\s+([\d.]+) MiB", log)]
-    kv = [float(v) for v in re.findall(r"llama_kv_cache: size =\s+([\d.]+) MiB", log)]
+    weights = mib_values(r"CPU_Mapped model buffer size =\s+([\d.]+) MiB", log)
+    kv = mib_values(r"llama_kv_cache: size =\s+([\d.]+) MiB", log)
     assert weights and kv, log[-3000:]
     return sum(weights), sum(kv), log
 
@@ -105,10 +109,6 @@ def hybrid(host, tmp_path_factory):
     gguf_shapes.write_random(path, shape, vocab=512)
     subprocess.run(["podman", "cp", str(path), f"{host.backend.name}:{HYBRID}"], check=True)
     return vram.read_gguf(str(path))
-
-
-def mib_values(pattern: str, log: str) -> list[float]:
-    return [float(v) for v in re.findall(pattern, log)]
 
 
 @pytest.mark.parametrize("context,kv_type,spec", HYBRID_CASES)
