@@ -17,7 +17,7 @@ NVML_VERSION := 13.615.71
 NVML_WHEEL := $(CACHE)/wheels/nvidia_ml_py-$(NVML_VERSION)-py3-none-any.whl
 # Prometheus and promtool from Debian's package, unpacked (not installed) for the rule and query tests
 PROMTOOL := $(CACHE)/prometheus/usr/bin/promtool
-SCENARIOS ?= default monitoring nvidia_driver gpu_tuning
+SCENARIOS ?= default gpu_tuning
 DEMO_NAME := llmrig-demo
 DEMO_PORT ?= 8080
 DEMO_PROMETHEUS_PORT ?= 9090

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Keep role READMEs and defaults in step with meta/argument_specs.yml.
 
-For every role: the keys of defaults/main.yml must equal the spec options that are not required, and the
-README's "Role Variables" table (between the BEGIN/END markers) is generated from the spec.
+For every role: the keys of defaults/main.yml must equal the spec options that are not required, each
+spec default must equal the value in defaults/main.yml (an option without a default there is null), and
+the README's "Role Variables" table (between the BEGIN/END markers) is generated from the spec.
 `--check` fails on any difference; without it the tables are rewritten.
 """
 
@@ -27,6 +28,12 @@ def table(options: dict) -> str:
     return "\n".join(lines)
 
 
+def _documented_elsewhere(spec: dict, value: object) -> bool:
+    """A templated default (a Jinja expression in defaults/main.yml) may be left out of the spec when the
+    spec's description says what it defaults to; the spec then has no default at all."""
+    return "default" not in spec and isinstance(value, str) and "{{" in value
+
+
 def check_role(role: Path, write: bool) -> list[str]:
     errors = []
     options = yaml.safe_load((role / "meta/argument_specs.yml").read_text())["argument_specs"]["main"]["options"]
@@ -37,6 +44,13 @@ def check_role(role: Path, write: bool) -> list[str]:
             f"{role.name}: defaults/main.yml and argument_specs differ: "
             f"only in defaults {sorted(set(defaults) - optional)}, only in spec {sorted(optional - set(defaults))}"
         )
+    for name in sorted(optional & set(defaults)):
+        spec_default = options[name].get("default")
+        if spec_default != defaults[name] and not _documented_elsewhere(options[name], defaults[name]):
+            errors.append(
+                f"{role.name}: {name}: argument_specs default {spec_default!r} differs from defaults/main.yml "
+                f"{defaults[name]!r}"
+            )
     readme = role / "README.md"
     text = readme.read_text() if readme.exists() else ""
     if BEGIN not in text or END not in text:

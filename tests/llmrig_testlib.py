@@ -15,6 +15,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 GATEWAY_URL = os.environ.get("LLMRIG_GATEWAY_URL", "http://127.0.0.1:18080")
 API_KEY = os.environ.get("LLMRIG_API_KEY", "llmrig-test-key-not-secret")
+# the Molecule container (named after its scenario, .config/molecule/config.yml)
+TEST_HOST = os.environ.get("LLMRIG_TEST_HOST", "llmrig-default")
 
 # Lists llama-server processes inside the container as JSON: pid, ppid, uid.
 PROCESS_SCRIPT = r"""
@@ -98,6 +100,9 @@ def run_playbook(container: str, groups: list[str], playbook: str, extra_vars: d
         inventory = Path(tmp, "inventory")
         inventory.mkdir()
         (inventory / "group_vars").symlink_to(REPO / "group_vars")
+        host_vars = REPO / "molecule" / os.environ.get("MOLECULE_SCENARIO_NAME", "default") / "host_vars"
+        if host_vars.is_dir():
+            (inventory / "host_vars").symlink_to(host_vars)
         children = {group: {"hosts": {container: None}} for group in groups}
         (inventory / "hosts.yml").write_text(
             json.dumps({"all": {"children": children, "vars": {"ansible_connection": "containers.podman.podman"}}})

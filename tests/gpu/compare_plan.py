@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "collections"))
 sys.path.insert(0, str(REPO / "tests/gpu"))
 
-from ansible_collections.llmrig.serving.plugins.module_utils import _fleet, _vram  # noqa: E402
+from ansible_collections.llmrig.serving.plugins.module_utils import _fleet, _gguf, _plan  # noqa: E402
 from measure import nvidia_smi  # noqa: E402
 
 
@@ -42,13 +42,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     for device in devices:
         device["overhead_mib"] = opts.overhead_mib
-    entries = _fleet.validate_fleet(json.loads(opts.vars.read_text())["llmrig_models_fleet"])
-    metas = _vram.load_metas(entries, None)
+    entries = _fleet.validate_fleet(json.loads(opts.vars.read_text())["llmrig_planner_fleet"])
+    metas = _gguf.load_metas(entries, None)
+    planned = _plan.Devices([_plan.Gpu.from_dict(device) for device in devices], margin_mib=0)
     proof = json.loads(opts.proof.read_text())
     idle = sum(proof["idle_gpu_memory_mib"])
     rows = []
-    for entry in entries:
-        plan = _vram.plan_entry(entry, metas, devices, margin_mib=0)
+    for index, entry in enumerate(entries):
+        plan = _plan.plan_entry(index, entry, metas, planned).to_dict()
         loaded = proof["gpu_memory_mib_loaded"].get(entry["name"])
         used = sum(loaded) - idle if loaded else None
         rows.append(

@@ -58,7 +58,13 @@ fleet = [
      "cache_type_k": "q8_0", "cache_type_v": "q8_0", "split_mode": "layer", "tensor_split": [1], "main_gpu": 0},
 ]
 extra = {
-    "llmrig_models_fleet": fleet, "llmrig_gateway_fleet": fleet, "llmrig_gateway_api_key": "$key",
+    "llmrig_planner_fleet": fleet, "llmrig_planner_models_dir": "/var/lib/llmrig/models", "llmrig_gateway_api_key": "$key",
+    # the shared settings group_vars/all/llmrig.yml wires in (the proof runs the roles without group_vars)
+    "llmrig_base_user": "llmrig", "llmrig_base_group": "llmrig", "llmrig_base_data_dir": "/var/lib/llmrig",
+    "llmrig_base_config_dir": "/etc/llmrig", "llmrig_models_dir": "/var/lib/llmrig/models", "llmrig_models_group": "llmrig",
+    "llmrig_gateway_user": "llmrig", "llmrig_gateway_group": "llmrig", "llmrig_gateway_config_dir": "/etc/llmrig",
+    "llmrig_gateway_models_dir": "/var/lib/llmrig/models", "llmrig_llamacpp_install_dir": "/opt/llmrig/llama.cpp",
+    "llmrig_gateway_binary": "/opt/llmrig/llama.cpp/current/bin/llama-server",
     "llmrig_gateway_port": $port, "llmrig_gateway_manage_service": False,
     "llmrig_llamacpp_source": "archive", "llmrig_llamacpp_archive_path": "${SOURCE_ARCHIVE:?set SOURCE_ARCHIVE}",
     "llmrig_llamacpp_archive_subdir": "vendor/llama.cpp", "llmrig_llamacpp_backend": "$backend",

@@ -1,4 +1,4 @@
-"""Unit tests: every fleet validation rule, and the presets rendering."""
+"""Unit tests: every fleet validation rule, each entry's preset options and the global options check."""
 
 from __future__ import annotations
 
@@ -7,8 +7,11 @@ import copy
 import pytest
 from ansible_collections.llmrig.serving.plugins.module_utils._fleet import (
     FleetError,
+    GlobalOptionError,
+    check_global_options,
     fleet_files,
-    render_presets,
+    ini_value,
+    preset_options,
     validate_fleet,
 )
 
@@ -265,7 +268,11 @@ def test_validation_does_not_modify_input():
     assert fleet == before
 
 
-def test_render_presets():
+def preset_lines(fleet_entry: dict) -> list[str]:
+    return [f"{key} = {ini_value(value)}" for key, value in preset_options(fleet_entry, "/var/lib/llmrig/models")]
+
+
+def test_preset_options():
     fleet = validate_fleet(
         [
             entry(
@@ -280,17 +287,60 @@ def test_render_presets():
             entry(name="model-b", context=8192),
         ]
     )
-    text = render_presets(fleet, "/var/lib/llmrig/models", {"threads": 2, "stop-timeout": 10})
-    assert text == (
-        "version = 1\n\n[*]\nthreads = 2\nstop-timeout = 10\n\n"
-        "[model-a]\nmodel = /var/lib/llmrig/models/model-a.Q4_K_M.gguf\nalias = a,b\nctx-size = 4096\n"
-        "cache-type-k = q8_0\ntensor-split = 3,1\nspec-type = draft-mtp\nspec-draft-n-max = 2\n"
-        "spec-draft-type-k = q8_0\nspec-draft-type-v = q4_0\n"
-        "temp = 0.6\ntop-k = 20\nload-on-startup = true\nload-mode = mmap\njinja = true\n\n"
-        "[model-b]\nmodel = /var/lib/llmrig/models/model-a.Q4_K_M.gguf\nctx-size = 8192\n"
-    )
+    assert preset_lines(fleet[0]) == [
+        "model = /var/lib/llmrig/models/model-a.Q4_K_M.gguf",
+        "alias = a,b",
+        "ctx-size = 4096",
+        "cache-type-k = q8_0",
+        "tensor-split = 3,1",
+        "spec-type = draft-mtp",
+        "spec-draft-n-max = 2",
+        "spec-draft-type-k = q8_0",
+        "spec-draft-type-v = q4_0",
+        "temp = 0.6",
+        "top-k = 20",
+        "load-on-startup = true",
+        "load-mode = mmap",
+        "jinja = true",
+    ]
+    assert preset_lines(fleet[1]) == ["model = /var/lib/llmrig/models/model-a.Q4_K_M.gguf", "ctx-size = 8192"]
 
 
-def test_render_presets_rejects_bad_global_option():
-    with pytest.raises(ValueError, match="global preset option"):
-        render_presets(validate_fleet([entry()]), "/m", {"--threads": 2})
+@pytest.mark.parametrize("value", ["max", {"max": 65536}])
+def test_context_max(value):
+    [resolved] = validate_fleet([entry(context=value)])
+    assert resolved["context"] == "max"
+    assert resolved.get("context_ceiling") == (65536 if isinstance(value, dict) else None)
+
+
+@pytest.mark.parametrize(("value", "field"), [({"max": "big"}, "context.max"), ({"limit": 4}, "context.limit")])
+def test_bad_context_max(value, field):
+    fails([entry(context=value)], "'model-a' (#1)", field)
+
+
+def test_global_options_that_change_no_memory_are_accepted():
+    options = {"threads": 2, "flash-attn": "on", "temp": 0.7, "stop-timeout": 10, "fit": "off", "jinja": True}
+    assert check_global_options(options) == options
+
+
+# Bug 6: the [*] section was pasted unchecked, so a global option could take the gateway's or a fleet
+# field's place, or end its line early with an INI comment character.
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"port": 9999}, "option 'port': is managed by the gateway (llmrig_gateway_port)"),
+        ({"api-key": "x"}, "option 'api-key': is managed by the gateway (vault_llmrig_api_key)"),
+        ({"ctx-size": 8192}, "option 'ctx-size': is managed by the fleet field 'context'; set it in each entry"),
+        ({"cache-type-k": "q4_0"}, "option 'cache-type-k': is managed by the fleet field 'cache_type_k'"),
+        ({"draft-max": 4}, "option 'draft-max': was renamed"),
+        ({"chat-template": "a;b"}, "option 'chat-template': must be a non-empty single line without ';' or '#'"),
+        ({"alias": "x#y"}, "option 'alias': is managed by the fleet field 'aliases'"),
+        ({"--threads": 2}, "option '--threads': option names are llama-server long options"),
+        ({"threads": [1, 2]}, "option 'threads': must be a string, number or boolean"),
+    ],
+)
+def test_global_options_are_checked_like_extra_args(options, message):
+    with pytest.raises(GlobalOptionError) as info:
+        check_global_options(options)
+    assert str(info.value) == f"llmrig_gateway_global_options: {message}" or message in str(info.value)
+    assert str(info.value).startswith("llmrig_gateway_global_options: option ")

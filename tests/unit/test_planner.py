@@ -13,7 +13,7 @@ from pathlib import Path
 
 import llmrig_testlib
 import pytest
-from ansible_collections.llmrig.serving.plugins.module_utils import _vram as vram
+from ansible_collections.llmrig.serving.plugins.module_utils import _gguf as gguf
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests/gpu"))
@@ -73,7 +73,7 @@ def server(model):
 
 
 def test_local_file_metadata_and_tensor_bytes(model):
-    meta = vram.read_gguf(str(model))
+    meta = gguf.read_gguf(str(model))
     assert (meta.arch, meta.n_layer, meta.n_embd, meta.n_head, meta.n_head_kv) == ("llama", 4, 256, 4, [2] * 4)
     assert (meta.head_k, meta.head_v, meta.context_train) == (64, 64, 8192)
     # f16 matrices, f32 norms: per layer q, o 256x256; k, v 128x256; gate, up, down 1024x256; 2 norms
@@ -83,8 +83,8 @@ def test_local_file_metadata_and_tensor_bytes(model):
 
 
 def test_remote_metadata_by_range_requests_matches_the_local_read(model, server):
-    remote = vram.read_gguf_url(server, first=16 * 1024)
-    assert vram.meta_to_json(remote) == vram.meta_to_json(vram.read_gguf(str(model)))
+    remote = gguf.read_gguf_url(server, first=16 * 1024)
+    assert gguf.meta_to_json(remote) == gguf.meta_to_json(gguf.read_gguf(str(model)))
     # the header was enough: a fraction of the file was fetched, growing from 16 KiB
     assert Ranges.served[0] == (0, 16 * 1024 - 1)
     assert max(end for _, end in Ranges.served) < model.stat().st_size / 4
@@ -93,7 +93,7 @@ def test_remote_metadata_by_range_requests_matches_the_local_read(model, server)
 def test_server_without_range_support_is_refused(server):
     Ranges.honour_ranges = False
     with pytest.raises(ValueError, match="ignores range requests"):
-        vram.read_gguf_url(server, first=16 * 1024)
+        gguf.read_gguf_url(server, first=16 * 1024)
 
 
 def entry(name: str, path: Path, context: int = 4096, **fields) -> dict:
@@ -106,17 +106,17 @@ def test_metadata_is_cached_by_sha256(model, tmp_path):
     copy = tmp_path / "copy.gguf"
     copy.write_bytes(model.read_bytes())
     entries = validate_fleet([entry("tiny", copy)])
-    first = vram.load_metas(entries, str(tmp_path / "cache"))
+    first = gguf.load_metas(entries, str(tmp_path / "cache"))
     copy.unlink()  # the second plan must not need the file
-    second = vram.load_metas(entries, str(tmp_path / "cache"))
-    assert vram.meta_to_json(first["copy.gguf"]) == vram.meta_to_json(second["copy.gguf"])
+    second = gguf.load_metas(entries, str(tmp_path / "cache"))
+    assert gguf.meta_to_json(first["copy.gguf"]) == gguf.meta_to_json(second["copy.gguf"])
     # an entry written by an older planner is not trusted: it names another cache version
     [cached] = (tmp_path / "cache").iterdir()
-    assert cached.name == f"{entries[0]['source']['sha256']}.v{vram.META_CACHE_VERSION}.json"
+    assert cached.name == f"{entries[0]['source']['sha256']}.v{gguf.META_CACHE_VERSION}.json"
 
 
 def run_module(tmp_path: Path, **args) -> dict:
-    return llmrig_testlib.run_module("fleet_plan", tmp_path, **args)
+    return llmrig_testlib.run_module("fleet_plan", tmp_path, **{"models_dir": "/var/lib/llmrig/models", **args})
 
 
 def test_module_plans_a_fleet_that_fits(model, tmp_path):
@@ -173,3 +173,103 @@ def test_cheaper_kv_type_is_suggested_when_it_fits(model, tmp_path):
 def test_module_rejects_bad_gpu_input(model, tmp_path):
     result = run_module(tmp_path, fleet=[entry("tiny", model)], gpus=[{"name": "A", "memory_mib": "16G"}])
     assert result["failed"] and "gpus[0]: memory_mib must be a positive integer" in result["msg"]
+
+
+TWO_GPUS = [{"name": "GPU A", "memory_mib": 4096}, {"name": "GPU B", "memory_mib": 4096}]
+
+
+# Bug 2: GPU fields that name GPUs the host does not have raised IndexError or ZeroDivisionError from the
+# planner (a traceback); now each gives the entry and the field.
+@pytest.mark.parametrize(
+    ("fields", "field", "reason"),
+    [
+        ({"tensor_split": [1, 1, 1]}, "tensor_split", "has 3 values but the host has 2 GPUs"),
+        ({"split_mode": "none", "main_gpu": 2}, "main_gpu", "is 2 but the host has 2 GPUs (0 to 1)"),
+        ({"split_mode": "row", "main_gpu": 5}, "main_gpu", "is 5 but the host has 2 GPUs (0 to 1)"),
+    ],
+)
+def test_gpu_fields_are_checked_against_the_planned_gpus(model, tmp_path, fields, field, reason):
+    result = run_module(tmp_path, fleet=[entry("tiny", model), entry("bad", model, **fields)], gpus=TWO_GPUS)
+    assert result["failed"], result
+    assert result["msg"] == f"fleet entry 'bad' (#2): field '{field}': {reason}", result["msg"]
+    assert (result["entry"], result["field"]) == ("'bad' (#2)", field)
+    assert "Traceback" not in json.dumps(result)
+
+
+def test_mmproj_entry_with_an_out_of_range_main_gpu_names_the_field(model, tmp_path):
+    vision = entry("vision", model, main_gpu=3, mmproj={"path": str(model), "sha256": sha256(model), "file": "mm.gguf"})
+    result = run_module(tmp_path, fleet=[vision], gpus=TWO_GPUS)
+    assert result["msg"] == "fleet entry 'vision' (#1): field 'main_gpu': is 3 but the host has 2 GPUs (0 to 1)"
+
+
+def test_tensor_split_on_one_gpu_with_a_zero_share_is_refused(model, tmp_path):
+    result = run_module(tmp_path, fleet=[entry("x", model, tensor_split=[0, 1])], gpus=TWO_GPUS[:1])
+    assert result["msg"] == "fleet entry 'x' (#1): field 'tensor_split': has 2 values but the host has 1 GPU"
+
+
+def test_a_shorter_tensor_split_is_planned(model, tmp_path):
+    result = run_module(tmp_path, fleet=[entry("x", model, tensor_split=[1])], gpus=TWO_GPUS)
+    assert not result.get("failed"), result
+    [plan] = result["plan"]["models"]
+    assert plan["devices"][0]["weights_mib"] > 0
+
+
+# Bug 3: the shortfall message named `context` even when the weights alone do not fit.
+def test_weights_that_do_not_fit_name_the_source_not_the_context(model, tmp_path):
+    result = run_module(tmp_path, fleet=[entry("tiny", model)], gpus=[{"name": "A", "memory_mib": 600}], margin_mib=0)
+    assert result["failed"], result
+    assert result["msg"].startswith("fleet entry 'tiny' (#1): field 'source': needs "), result["msg"]
+    assert (
+        "the weights alone do not fit: fewer gpu_layers, another tensor_split or a smaller quantization"
+        in (result["msg"])
+    )
+    assert result["field"] == "source"
+
+
+def test_context_max_is_the_largest_context_that_fits(model, tmp_path):
+    gpus = [{"name": "GPU A", "memory_mib": 2048}]
+    result = run_module(tmp_path, fleet=[entry("tiny", model, context="max")], gpus=gpus)
+    assert not result.get("failed"), result
+    [plan] = result["plan"]["models"]
+    best = plan["context"]
+    assert plan["context_max"] is True
+    # never above the model's trained context (8192 here), and what the plan table shows
+    assert best == SHAPE["ctx"]
+    assert f"{best} (max)" in result["table"]
+    # the resolved number reaches the presets and the resolved fleet
+    assert ["ctx-size", best] in result["presets"][0]["options"]
+    assert result["fleet"][0]["context"] == best
+
+
+def test_context_max_with_a_ceiling_on_a_small_gpu(model, tmp_path):
+    gpus = [{"name": "GPU A", "memory_mib": 1250}]
+    result = run_module(tmp_path, fleet=[entry("tiny", model, context={"max": 1_000_000})], gpus=gpus, margin_mib=0)
+    assert not result.get("failed"), result
+    best = result["plan"]["models"][0]["context"]
+    assert 0 < best < SHAPE["ctx"] or best == SHAPE["ctx"]
+    # the resolved context fits, 1024 more does not (unless it hit the trained context)
+    fixed = run_module(tmp_path, fleet=[entry("tiny", model, context=best)], gpus=gpus, margin_mib=0)
+    assert not fixed.get("failed"), fixed
+    if best < SHAPE["ctx"]:
+        over = run_module(tmp_path, fleet=[entry("tiny", model, context=best + 1024)], gpus=gpus, margin_mib=0)
+        assert over["failed"]
+    capped = run_module(tmp_path, fleet=[entry("tiny", model, context={"max": 2048})], gpus=[{"memory_mib": 8192}])
+    assert capped["plan"]["models"][0]["context"] == 2048
+
+
+def test_context_max_without_a_plan_says_so(model, tmp_path):
+    result = run_module(tmp_path, fleet=[entry("tiny", model, context="max")], gpus=[])
+    assert result["failed"]
+    assert (
+        result["msg"] == "fleet entry 'tiny' (#1): field 'context': max needs a plan: give the planner GPUs or host RAM"
+    )
+
+
+def test_unplanned_fleet_is_validated_and_resolved(model, tmp_path):
+    result = run_module(tmp_path, fleet=[entry("tiny", model, aliases=["t"])], gpus=[])
+    assert not result.get("failed"), result
+    assert (result["planned"], result["fit"], result["models_max"], result["plan"]) == (False, True, 1, None)
+    assert result["names"] == ["tiny"]
+    assert result["presets"][0]["options"][:2] == [["model", "/var/lib/llmrig/models/tiny.gguf"], ["alias", ["t"]]]
+    bad = run_module(tmp_path, fleet=[entry("tiny", model, context="32k")], gpus=[])
+    assert bad["msg"].startswith("fleet entry 'tiny' (#1): field 'context': must be an integer")

@@ -9,6 +9,7 @@ Reference figures: the CPU log of llama-server for the test model (gemma 3 270M,
 from __future__ import annotations
 
 import pytest
+from ansible_collections.llmrig.serving.plugins.module_utils import _gguf as gguf
 from ansible_collections.llmrig.serving.plugins.module_utils import _vram as vram
 
 MIB = 1024 * 1024
@@ -37,9 +38,9 @@ def dense(n_layer=32, n_embd=4096, n_ff=14336, n_head=32, n_head_kv=8, layer_byt
         "llama.attention.head_count": n_head,
         "llama.attention.head_count_kv": n_head_kv,
     }
-    tensors = [vram.Tensor(f"blk.{il}.ffn_down.weight", layer_bytes) for il in range(n_layer)]
-    tensors += [vram.Tensor("output.weight", output_bytes), vram.Tensor("token_embd.weight", 300 * MIB)]
-    return vram.meta_from_fields(fields, tensors)
+    tensors = [gguf.Tensor(f"blk.{il}.ffn_down.weight", layer_bytes) for il in range(n_layer)]
+    tensors += [gguf.Tensor("output.weight", output_bytes), gguf.Tensor("token_embd.weight", 300 * MIB)]
+    return gguf.meta_from_fields(fields, tensors)
 
 
 def test_kv_row_sizes_per_cache_type():
@@ -68,7 +69,7 @@ def test_context_is_padded_to_256_cells():
 
 
 def test_gemma3_sliding_window_layers_match_the_cpu_log():
-    meta = vram.meta_from_fields(GEMMA_270M, [])
+    meta = gguf.meta_from_fields(GEMMA_270M, [])
     assert meta.swa_layers.count(False) == 3  # layers 5, 11, 17
     assert [il for il, swa in enumerate(meta.swa_layers) if not swa] == [5, 11, 17]
     settings = vram.Settings(context=8192, cache_type_k="q8_0", cache_type_v="q8_0", parallel=4, unified=True)
@@ -79,7 +80,7 @@ def test_gemma3_sliding_window_layers_match_the_cpu_log():
 
 
 def test_sliding_window_never_exceeds_the_context():
-    meta = vram.meta_from_fields(GEMMA_270M, [])
+    meta = gguf.meta_from_fields(GEMMA_270M, [])
     assert vram.kv_cells(meta, vram.Settings(context=2048, parallel=4, unified=True)) == (2048, 2048)
     assert vram.kv_cells(meta, vram.Settings(context=32768, parallel=1)) == (32768, 1024)
 
@@ -87,7 +88,7 @@ def test_sliding_window_never_exceeds_the_context():
 def test_one_stream_per_slot_when_parallel_is_set():
     # llama-server -c 8192 -np 4 (f16) logged 2048 cells x 4 seqs for the 3 full layers (24.00 MiB) and
     # 1024 cells x 4 seqs for the 15 sliding-window layers (60.00 MiB): each slot gets 8192 / 4 tokens
-    meta = vram.meta_from_fields(GEMMA_270M, [])
+    meta = gguf.meta_from_fields(GEMMA_270M, [])
     settings = vram.Settings(context=8192, parallel=4)
     assert vram.kv_cells(meta, settings) == (2048, 1024)
     full = sum(vram.layer_kv_bytes(meta, settings, il) for il in (5, 11, 17))
@@ -97,7 +98,7 @@ def test_one_stream_per_slot_when_parallel_is_set():
 def test_unknown_sliding_window_layout_counts_every_layer_in_full():
     fields = {**GEMMA_270M, "general.architecture": "newarch"}
     fields = {k.replace("gemma3.", "newarch."): v for k, v in fields.items()}
-    meta = vram.meta_from_fields(fields, [])
+    meta = gguf.meta_from_fields(fields, [])
     assert meta.n_swa == 0 and not any(meta.swa_layers)
     assert "every layer counted as full attention" in meta.notes[0]
 
@@ -118,7 +119,7 @@ def test_hybrid_recurrent_layers_hold_state_not_kv():
         "qwen3next.ssm.state_size": 128,
         "qwen3next.ssm.group_count": 16,
     }
-    meta = vram.meta_from_fields(fields, [])
+    meta = gguf.meta_from_fields(fields, [])
     assert [il for il, r in enumerate(meta.recurrent_layers) if not r] == [3, 7]
     # conv: (4 - 1) x (4096 + 2 x 16 x 128) = 24576; ssm: 128 x 4096 = 524288; f32, per sequence
     assert (meta.recurrent_r, meta.recurrent_s) == (24576, 524288)
@@ -184,9 +185,9 @@ def test_largest_fitting_context():
 
 def test_tied_embeddings_put_a_copy_of_token_embd_on_the_output_device():
     fields = {**GEMMA_270M}
-    tensors = [vram.Tensor(f"blk.{il}.ffn_down.weight", MIB) for il in range(18)]
-    tensors.append(vram.Tensor("token_embd.weight", 170 * MIB))  # no output.weight: tied, as in gemma
-    meta = vram.meta_from_fields(fields, tensors)
+    tensors = [gguf.Tensor(f"blk.{il}.ffn_down.weight", MIB) for il in range(18)]
+    tensors.append(gguf.Tensor("token_embd.weight", 170 * MIB))  # no output.weight: tied, as in gemma
+    meta = gguf.meta_from_fields(fields, tensors)
     uses = vram.plan_devices(meta, vram.Settings(context=2048, tensor_split=[1, 1]), [8192 * MIB] * 2, [0, 0])
     assert [u.weights // MIB for u in uses] == [10, 8 + 170]
     # on a CPU build there is one copy, in RAM
@@ -214,7 +215,7 @@ QWEN35_MTP = {
 
 
 def test_mtp_blocks_are_attention_layers_outside_the_trunk():
-    meta = vram.meta_from_fields(QWEN35_MTP, [])
+    meta = gguf.meta_from_fields(QWEN35_MTP, [])
     assert (meta.n_layer, meta.n_nextn, meta.n_trunk) == (65, 1, 64)
     # (il + 1) % 4 would make block 64 recurrent; llama.cpp marks MTP blocks non-recurrent
     assert meta.recurrent_layers.count(True) == 48 and not meta.recurrent_layers[64]
@@ -222,7 +223,7 @@ def test_mtp_blocks_are_attention_layers_outside_the_trunk():
 
 
 def test_mtp_kv_lives_in_the_mtp_context_only_with_draft_mtp():
-    meta = vram.meta_from_fields(QWEN35_MTP, [])
+    meta = gguf.meta_from_fields(QWEN35_MTP, [])
     row = 4 * 256 * 34 // 32  # q8_0 row of 4 KV heads x 256: 1088 bytes
     plain = vram.Settings(context=131072, cache_type_k="q8_0", cache_type_v="q8_0", parallel=1)
     mtp = vram.Settings(**{**plain.__dict__, "spec_type": "draft-mtp", "draft_n_max": 2})
@@ -238,7 +239,7 @@ def test_mtp_kv_lives_in_the_mtp_context_only_with_draft_mtp():
 
 
 def test_recurrent_state_is_kept_once_per_draft_token_for_rollback():
-    meta = vram.meta_from_fields(QWEN35_MTP, [])
+    meta = gguf.meta_from_fields(QWEN35_MTP, [])
     # conv (4 - 1) x (6144 + 2 x 16 x 128) = 30720 and ssm 128 x 6144 = 786432 f32 per layer and sequence
     per_seq = 48 * (30720 + 786432) * 4
     plain = vram.Settings(context=4096, parallel=4, unified=True)
@@ -253,9 +254,9 @@ def test_recurrent_state_is_kept_once_per_draft_token_for_rollback():
 
 
 def test_mtp_block_weights_load_only_with_draft_mtp():
-    tensors = [vram.Tensor(f"blk.{il}.ffn_down.weight", 100 * MIB) for il in range(65)]
-    tensors += [vram.Tensor("output.weight", 50 * MIB), vram.Tensor("token_embd.weight", 50 * MIB)]
-    meta = vram.meta_from_fields(QWEN35_MTP, tensors)
+    tensors = [gguf.Tensor(f"blk.{il}.ffn_down.weight", 100 * MIB) for il in range(65)]
+    tensors += [gguf.Tensor("output.weight", 50 * MIB), gguf.Tensor("token_embd.weight", 50 * MIB)]
+    meta = gguf.meta_from_fields(QWEN35_MTP, tensors)
     plain = vram.Settings(context=4096, parallel=1)
     mtp = vram.Settings(context=4096, parallel=1, spec_type="draft-mtp")
     assert vram.loaded_weight_bytes(meta, plain) == (64 * 100 + 100) * MIB
@@ -285,7 +286,7 @@ GEMMA4 = {
 
 
 def test_sliding_window_layers_use_their_own_head_size():
-    meta = vram.meta_from_fields(GEMMA4, [])
+    meta = gguf.meta_from_fields(GEMMA4, [])
     settings = vram.Settings(context=65536, cache_type_k="q8_0", cache_type_v="q8_0", parallel=1)
     assert vram.kv_cells(meta, settings) == (65536, 1536)  # window 1024 + ubatch 512
     # global layer: 65536 cells x 2 x (4 x 512) q8_0 = 65536 x 4352 bytes; SWA: 1536 x 2 x (16 x 256)
@@ -295,7 +296,7 @@ def test_sliding_window_layers_use_their_own_head_size():
 
 
 def test_compute_estimate_copies_the_largest_layer_cache():
-    meta = vram.meta_from_fields(GEMMA4, [])
+    meta = gguf.meta_from_fields(GEMMA4, [])
     settings = vram.Settings(context=65536, parallel=1)
     # global layer: 65536 cells x 4 heads x (512 + 512) x 2 bytes = 512 MiB (a SWA layer's: 1536 x 16 x 512 x 2)
     mask, ffn = 65536 * 512 * 2, 512 * 21504 * 4

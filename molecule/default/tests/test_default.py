@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from llmrig_testlib import (
+    TEST_HOST,
     complete,
     llama_processes,
     model_children,
@@ -63,6 +64,8 @@ def test_service_account(host):
         ("/etc/llmrig", "root", "llmrig", 0o750),
         ("/etc/llmrig/presets.ini", "root", "llmrig", 0o640),
         ("/etc/llmrig/api-key", "root", "llmrig", 0o640),
+        # the host is a GPU host too: the tuning role's file in the directory llmrig_base owns (bug 1)
+        ("/etc/llmrig/gpu-tuning.json", "root", "root", 0o644),
         ("/var/lib/llmrig/models", "root", "llmrig", 0o750),
         ("/var/lib/llmrig/models/gemma-3-270m-q4_k_m.gguf", "root", "llmrig", 0o640),
         ("/etc/systemd/system/llmrig-gateway.service", "root", "root", 0o644),
@@ -197,9 +200,11 @@ def _gemma_entry(name: str, file: str = MODEL_FILE, sha256: str = MODEL_SHA256, 
     return {"name": name, "source": source, "context": 2048, **fields}
 
 
-def _playbook_with_fleet(fleet: list, *args: str) -> tuple[int, str]:
-    """Run playbooks/site.yml against the live container with another fleet (extra vars win)."""
-    return run_playbook("llmrig-molecule", ["llm_servers", "llmrig_test"], "site.yml", {"llmrig_fleet": fleet}, *args)
+def _playbook_with_fleet(fleet: list | None, *args: str) -> tuple[int, str]:
+    """Run playbooks/site.yml against the live container with another fleet (extra vars win; None: the
+    group_vars fleet)."""
+    extra = None if fleet is None else {"llmrig_fleet": fleet}
+    return run_playbook(TEST_HOST, ["llm_servers", "llmrig_test"], "site.yml", extra, *args)
 
 
 def test_bad_fleet_stops_in_preflight_and_service_keeps_serving(host):
@@ -224,7 +229,7 @@ def test_fleet_that_does_not_fit_stops_in_preflight_and_says_what_would(host):
     fleet = [_gemma_entry("gemma-a"), _gemma_entry("gemma-b", context=131072, cache_type_k="f16", cache_type_v="f16")]
     rig = {"llmrig_planner_gpus": [{"name": "small GPU", "memory_mib": 1536}], "llmrig_planner_gpus_override": True}
     returncode, output = run_playbook(
-        "llmrig-molecule", ["llm_servers", "llmrig_test"], "site.yml", {"llmrig_fleet": fleet, **rig}
+        TEST_HOST, ["llm_servers", "llmrig_test"], "site.yml", {"llmrig_fleet": fleet, **rig}
     )
     assert returncode != 0, output
     message = re.search(r"fleet entry 'gemma-b' \(#2\): field 'context': needs .*", output)
@@ -282,7 +287,34 @@ def test_disk_space_preflight_stops_before_any_change(host):
     assert not host.file("/var/lib/llmrig/models/gemma-big.gguf").exists
 
 
-def test_fleet_change_reloads_presets_without_rebuild_or_restart(host):
+@pytest.fixture
+def restore_fleet():
+    """Put the group_vars fleet back after a test that deployed another one, so no test depends on order."""
+    yield
+    returncode, output = _playbook_with_fleet(None)
+    assert returncode == 0, output[-3000:]
+
+
+def _task_runs(output: str, task: str) -> int:
+    return len(re.findall(rf"^TASK \[{re.escape(task)}\]", output, re.M))
+
+
+def test_one_validation_and_one_plan_per_run_and_serving_alone_plans_too(host, restore_fleet):
+    """site.yml validates and plans the fleet once per host (in preflight); serving.yml run on its own
+    plans too (the first role that needs the plan resolves it) and renders the same presets."""
+    presets = host.file("/etc/llmrig/presets.ini").content_string
+    returncode, output = _playbook_with_fleet(None)
+    assert returncode == 0, output[-3000:]
+    assert _task_runs(output, "llmrig_planner : Validate and plan the fleet") == 1, output
+    returncode, output = run_playbook(TEST_HOST, ["llm_servers", "llmrig_test"], "serving.yml")
+    assert returncode == 0, output[-3000:]
+    assert _task_runs(output, "llmrig_planner : Validate and plan the fleet") == 1, output
+    assert "fit = off" in host.file("/etc/llmrig/presets.ini").content_string
+    assert host.file("/etc/llmrig/presets.ini").content_string == presets
+    assert "--models-max 1" in host.service("llmrig-gateway").systemd_properties["ExecStart"]
+
+
+def test_fleet_change_reloads_presets_without_rebuild_or_restart(host, restore_fleet):
     """Adding a model re-reads the presets in the running router: no rebuild, no restart, no new download."""
     pid_before = host.service("llmrig-gateway").systemd_properties["MainPID"]
     build_before = host.file("/opt/llmrig/llama.cpp/current").linked_to

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import re
 import subprocess
+import uuid
 from pathlib import Path
 
 import gguf_shapes
 import pytest
+from ansible_collections.llmrig.serving.plugins.module_utils import _gguf as gguf
 from ansible_collections.llmrig.serving.plugins.module_utils import _vram as vram
 
 REPO = Path(__file__).resolve().parents[3]
@@ -30,16 +32,18 @@ RESULTS: list[tuple] = []
 
 @pytest.fixture(scope="module")
 def meta():
-    return vram.read_gguf(str(REPO / ".cache/models" / MODEL))
+    return gguf.read_gguf(str(REPO / ".cache/models" / MODEL))
 
 
 def server_log(host, model: str, options: str) -> str:
-    """The log of one llama-server start with fitting off and verbosity 4, up to 'model loaded'."""
+    """The log of one llama-server start with fitting off and verbosity 4, up to 'model loaded'. Each start
+    writes a log of its own, so no line of an earlier start can be counted."""
+    log = f"/tmp/planner-check-{uuid.uuid4().hex}.log"
     command = (
         f"timeout 60 {SERVER} -m {model} {options} --fit off -t 2 -lv 4 --host 127.0.0.1 --port 18399 "
-        "> /tmp/planner-check.log 2>&1 & pid=$!; "
-        "for i in $(seq 300); do grep -q 'model loaded' /tmp/planner-check.log && break; sleep 0.1; done; "
-        "kill $pid; wait $pid; cat /tmp/planner-check.log"
+        f"> {log} 2>&1 & pid=$!; "
+        f"for i in $(seq 300); do grep -q 'model loaded' {log} && break; sleep 0.1; done; "
+        f"kill $pid; wait $pid; cat {log}; rm -f {log}"
     )
     return host.run("bash -c %s", command).stdout
 
@@ -74,15 +78,31 @@ def test_planner_matches_the_buffers_llama_server_logs(host, meta, context, kv_t
     assert sorted(cells) == sorted(c for c in vram.kv_cells(meta, settings) if c)
 
 
-def test_print_the_comparison(capsys):
-    assert len(RESULTS) == len(CASES)
-    with capsys.disabled():
-        print("\ncontext  kv    slots  cells (full, swa)   weights log/plan (MiB)   KV log/plan (MiB)")
-        for context, kv_type, parallel, cells, weights, p_weights, kv, p_kv in RESULTS:
-            print(
-                f"{context:>7}  {kv_type:<5} {parallel or 'auto'!s:>5}  {cells!s:<18} "
-                f"{weights:>9.2f} / {p_weights:<9.2f}    {kv:>8.2f} / {p_kv:.2f}"
-            )
+def report(request, lines: list[str]) -> None:
+    """Print a comparison table under the test results (a report, not a test: the cases assert)."""
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    for line in lines:
+        reporter.write_line(line)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def comparison_tables(request):
+    yield
+    lines = ["", "context  kv    slots  cells (full, swa)   weights log/plan (MiB)   KV log/plan (MiB)"]
+    for context, kv_type, parallel, cells, weights, p_weights, kv, p_kv in RESULTS:
+        lines.append(
+            f"{context:>7}  {kv_type:<5} {parallel or 'auto'!s:>5}  {cells!s:<18} "
+            f"{weights:>9.2f} / {p_weights:<9.2f}    {kv:>8.2f} / {p_kv:.2f}"
+        )
+    lines += [
+        "",
+        "context  kv    draft-mtp (n, kv)  weights log/plan   KV log/plan     state log/plan   MTP KV log/plan",
+    ]
+    for context, kv_type, spec, logged, planned in HYBRID_RESULTS:
+        pairs = "   ".join(f"{a:>7.2f} / {b:<7.3f}" for a, b in zip(logged, planned, strict=True))
+        mtp = f"{spec[0]}, {spec[1] or 'f16'}" if spec else "off"
+        lines.append(f"{context:>7}  {kv_type:<5} {mtp:>17}  {pairs}")
+    report(request, lines)
 
 
 # A hybrid model with a multi-token-prediction block: a tiny Qwen3.5-architecture file with random weights
@@ -108,7 +128,7 @@ def hybrid(host, tmp_path_factory):
     )  # fmt: skip
     gguf_shapes.write_random(path, shape, vocab=512)
     subprocess.run(["podman", "cp", str(path), f"{host.backend.name}:{HYBRID}"], check=True)
-    return vram.read_gguf(str(path))
+    return gguf.read_gguf(str(path))
 
 
 @pytest.mark.parametrize("context,kv_type,spec", HYBRID_CASES)
@@ -138,13 +158,3 @@ def test_planner_matches_llama_server_on_a_hybrid_mtp_model(host, hybrid, contex
     )
     HYBRID_RESULTS.append((context, kv_type, spec, (weights, kv, state, mtp_kv), planned))
     assert planned == pytest.approx((weights, kv, state, mtp_kv), abs=0.006)
-
-
-def test_print_the_hybrid_comparison(capsys):
-    assert len(HYBRID_RESULTS) == len(HYBRID_CASES)
-    with capsys.disabled():
-        print("\ncontext  kv    draft-mtp (n, kv)  weights log/plan   KV log/plan     state log/plan   MTP KV log/plan")
-        for context, kv_type, spec, logged, planned in HYBRID_RESULTS:
-            pairs = "   ".join(f"{a:>7.2f} / {b:<7.3f}" for a, b in zip(logged, planned, strict=True))
-            mtp = f"{spec[0]}, {spec[1] or 'f16'}" if spec else "off"
-            print(f"{context:>7}  {kv_type:<5} {mtp:>17}  {pairs}")

@@ -6,7 +6,7 @@ import json
 import subprocess
 import time
 
-CONTAINER = "llmrig-tuning"
+CONTAINER = "llmrig-gpu_tuning"
 
 
 def test_config_rendered(host):

@@ -1,6 +1,6 @@
 # Copyright: (c) 2026, llmrig authors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Fleet validation and llama-server preset rendering.
+"""Fleet validation and the llama-server preset options of each entry.
 
 Private to the llmrig.serving collection. Pure Python (no Ansible imports) so the same code runs in
 the modules, the filters and the unit tests. Every error names the fleet entry and the field.
@@ -248,6 +248,21 @@ def _check_gpu(checker: _EntryChecker, entry: dict, out: dict) -> None:
         out["main_gpu"] = checker.int_field(entry["main_gpu"], "main_gpu")
 
 
+def _check_context(checker: _EntryChecker, value: Any) -> dict:
+    """An integer, or `max` (optionally `{max: ceiling}`): the largest context that fits, resolved by the
+    planner, never above the ceiling nor the model's trained context."""
+    if value == "max":
+        return {"context": "max"}
+    if isinstance(value, dict):
+        checker.check_keys(value, ("max",), "context.")
+        if "max" not in value:
+            raise checker.fail("context", "a mapping must be {max: <ceiling in tokens>}")
+        return {"context": "max", "context_ceiling": checker.int_field(value["max"], "context.max", minimum=1)}
+    if not _is_int(value):
+        raise checker.fail("context", f"must be an integer, max or {{max: <ceiling>}}, got {value!r}")
+    return {"context": checker.int_field(value, "context", minimum=1)}
+
+
 def _check_speculative(checker: _EntryChecker, value: Any) -> dict:
     if not isinstance(value, dict):
         raise checker.fail("speculative", "must be a mapping (" + ", ".join(SPECULATIVE_FIELDS) + ")")
@@ -288,24 +303,56 @@ def _check_sampling(checker: _EntryChecker, value: Any) -> dict:
     return out
 
 
+def _option_problem(key: Any, item: Any, reserved: dict[str, str]) -> str | None:
+    """Why a llama-server option (a preset line) may not be set this way, or None."""
+    if not isinstance(key, str) or not OPTION_RE.match(key):
+        return "option names are llama-server long options without leading dashes"
+    if key in RENAMED_OPTIONS:
+        return RENAMED_OPTIONS[key]
+    if key in reserved:
+        return f"is managed by {reserved[key]}; set it there"
+    if item is None or isinstance(item, (dict, list)):
+        return f"must be a string, number or boolean, got {item!r}"
+    if isinstance(item, str) and (not item or any(char in item for char in ";#\r\n")):
+        return "must be a non-empty single line without ';' or '#' (INI comment characters)"
+    return None
+
+
 def _check_extra_args(checker: _EntryChecker, value: Any) -> dict:
     if not isinstance(value, dict):
         raise checker.fail("extra_args", "must be a mapping of llama-server option (without dashes) to value")
     out = {}
     for key, item in value.items():
-        field = f"extra_args.{key}"
-        if not isinstance(key, str) or not OPTION_RE.match(key):
-            raise checker.fail(field, "option names are llama-server long options without leading dashes")
-        if key in RENAMED_OPTIONS:
-            raise checker.fail(field, RENAMED_OPTIONS[key])
-        if key in RESERVED_OPTIONS:
-            raise checker.fail(field, f"is managed by {RESERVED_OPTIONS[key]}; set it there")
-        if item is None or isinstance(item, (dict, list)):
-            raise checker.fail(field, f"must be a string, number or boolean, got {item!r}")
-        if isinstance(item, str) and (not item or any(char in item for char in ";#\r\n")):
-            raise checker.fail(field, "must be a non-empty single line without ';' or '#' (INI comment characters)")
+        problem = _option_problem(key, item, RESERVED_OPTIONS)
+        if problem:
+            raise checker.fail(f"extra_args.{key}", problem)
         out[key] = item
     return out
+
+
+# Fleet fields that may also be set for every model in the presets' [*] section: they change no memory the
+# planner counts. Any other field's option there would make every plan wrong, so it is set per entry.
+GLOBAL_FIELDS = ("threads", "flash_attn", *("sampling." + name for name in SAMPLING_OPTIONS))
+
+
+class GlobalOptionError(ValueError):
+    """A global preset option is refused; the message names the variable and the option."""
+
+
+def check_global_options(options: Any, variable: str = "llmrig_gateway_global_options") -> dict:
+    """Check the options of the presets' [*] section the way extra_args are checked. An option that a fleet
+    field owns is refused there unless it changes no memory the planner counts (GLOBAL_FIELDS)."""
+    if not isinstance(options, dict):
+        raise GlobalOptionError(f"{variable}: must be a mapping of llama-server option (without dashes) to value")
+    for key, item in options.items():
+        owner = RESERVED_OPTIONS.get(key) if isinstance(key, str) else None
+        reserved = {} if owner in GLOBAL_FIELDS else RESERVED_OPTIONS
+        problem = _option_problem(key, item, reserved)
+        if problem and owner and owner not in GLOBAL_FIELDS and not owner.startswith("the gateway"):
+            problem = f"is managed by the fleet field '{owner}'; set it in each entry"
+        if problem:
+            raise GlobalOptionError(f"{variable}: option '{key}': {problem}")
+    return dict(options)
 
 
 def validate_entry(index: int, entry: Any) -> dict:
@@ -320,8 +367,8 @@ def validate_entry(index: int, entry: Any) -> dict:
         raise checker.fail("source", "is required (url + sha256, or path + sha256)")
     out["source"] = checker.source(entry["source"], "source")
     if "context" not in entry:
-        raise checker.fail("context", "is required (tokens, an integer)")
-    out["context"] = checker.int_field(entry["context"], "context", minimum=1)
+        raise checker.fail("context", "is required (tokens, an integer, or max)")
+    out.update(_check_context(checker, entry["context"]))
     for key in ("cache_type_k", "cache_type_v"):
         if key in entry:
             out[key] = checker.choice_field(entry[key], key, KV_CACHE_TYPES)
@@ -388,11 +435,12 @@ def fleet_files(entries: list[dict]) -> list[dict]:
     return [dict(source) for source in seen.values()]
 
 
-def _ini_value(value: Any) -> str:
+def ini_value(value: Any) -> str:
+    """A preset value as llama-server's INI parser reads it (booleans true/false, lists comma-separated)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, list):
-        return ",".join(_ini_value(item) for item in value)
+        return ",".join(ini_value(item) for item in value)
     text = str(value)
     if "\n" in text:
         raise ValueError(f"preset values must be one line, got {text!r}")
@@ -443,16 +491,3 @@ def preset_options(entry: dict, models_dir: str) -> list[tuple[str, Any]]:
         options.append(("load-on-startup", entry["load_on_startup"]))
     options.extend(entry.get("extra_args", {}).items())
     return options
-
-
-def render_presets(entries: list[dict], models_dir: str, global_options: dict | None = None) -> str:
-    """The llama-server --models-preset INI text for validated entries."""
-    lines = ["version = 1", "", "[*]"]
-    for key, value in (global_options or {}).items():
-        if not isinstance(key, str) or not OPTION_RE.match(key):
-            raise ValueError(f"global preset option {key!r} must be a long option name without dashes")
-        lines.append(f"{key} = {_ini_value(value)}")
-    for entry in entries:
-        lines.extend(["", f"[{entry['name']}]"])
-        lines.extend(f"{key} = {_ini_value(value)}" for key, value in preset_options(entry, models_dir))
-    return "\n".join(lines) + "\n"

@@ -7,19 +7,22 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: fleet_plan
-short_description: Plan the VRAM every llmrig fleet entry needs on each GPU, and fail if one does not fit
+short_description: Validate the llmrig fleet once and resolve it into the plan every role consumes
 description:
-  - Reads each model's GGUF metadata and tensor table with the C(gguf) package, from the local file or,
-    for a URL source, with HTTP range requests before anything is downloaded.
-  - Computes per GPU the weights, KV cache, recurrent state, compute buffer and per-process overhead of each
-    entry at its full context, and fails naming the entry, the GPU, the shortfall and the largest context
-    (or a cheaper KV cache type) that would fit.
-  - Also returns how many models fit together (the largest safe C(--models-max)) and which pairs do.
-  - Changes nothing on any host; run it on the controller (C(delegate_to: localhost)).
+  - Validates every fleet entry (unknown fields, sources, sha256 format, duplicate names and aliases,
+    numeric fields, choices) and fails with one message naming the entry and the field.
+  - When GPUs (or the host's RAM) are given, plans each entry's memory per device from the model's GGUF
+    metadata and tensor table (read with the C(gguf) package from the local file or, for a URL source, with
+    HTTP range requests before anything is downloaded). Fails naming the entry, the field, the device, the
+    shortfall and what would fit; checks C(tensor_split) and C(main_gpu) against the GPUs; resolves
+    C(context=max) to the largest context that fits.
+  - Returns the resolved fleet - entries, the unique files the host needs, each model's llama-server preset
+    options, C(models_max) and C(fit) - that the models, gateway and monitoring roles render from.
+  - Changes nothing on any host; run it on the controller (C(delegate_to=localhost)).
 version_added: 0.2.0
 author: llmrig authors
 requirements:
-  - gguf (Python package) on the controller
+  - gguf (Python package) on the controller, when GPUs are given
 attributes:
   check_mode:
     support: full
@@ -31,13 +34,18 @@ options:
     type: list
     elements: raw
     required: true
+  models_dir:
+    description: Directory on the host that holds the model files; used for the paths in the presets.
+    type: path
+    required: true
   gpus:
     description:
-      - The GPUs, each C(name), C(memory_mib) (total memory) and optionally C(overhead_mib) (fixed per model
-        process; default I(overhead_mib)).
+      - The devices, each C(name), C(memory_mib) (total memory) and optionally C(overhead_mib) (fixed per model
+        process; default I(overhead_mib)); one device with C(host_memory=true) stands for a CPU build's RAM.
+      - Empty - the fleet is validated but not planned (llama-server's load-time fitting stays on).
     type: list
     elements: dict
-    required: true
+    default: []
   margin_mib:
     description: Memory kept free on every GPU.
     type: int
@@ -55,9 +63,10 @@ options:
 """
 
 EXAMPLES = r"""
-- name: Plan the fleet on two 16 GB GPUs
+- name: Resolve the fleet for two 16 GB GPUs
   llmrig.serving.fleet_plan:
     fleet: "{{ llmrig_fleet }}"
+    models_dir: /var/lib/llmrig/models
     gpus:
       - {name: RTX 4080 SUPER, memory_mib: 16376}
       - {name: RTX 4080 SUPER, memory_mib: 16376}
@@ -66,38 +75,70 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+fleet:
+  description: Validated entries, C(context) resolved to tokens (sources carry C(file), C(sha256), C(url) or C(path)).
+  returned: success
+  type: list
+  elements: dict
+files:
+  description: Unique files the host needs, each with C(file), C(sha256) and C(url) or C(path).
+  returned: success
+  type: list
+  elements: dict
+names:
+  description: Model ids clients can send, in fleet order (aliases not included).
+  returned: success
+  type: list
+  elements: str
+presets:
+  description: Per model, C(name) and C(options), the llama-server preset lines as [option, value] pairs.
+  returned: success
+  type: list
+  elements: dict
+planned:
+  description: Whether the fleet was planned (GPUs or host RAM were given).
+  returned: success
+  type: bool
+fit:
+  description: Whether llama-server's load-time fitting should stay on (true when the fleet is not planned).
+  returned: success
+  type: bool
+models_max:
+  description: How many models fit on the GPUs together whichever they are (a safe C(--models-max)); 1 unplanned.
+  returned: success
+  type: int
 plan:
-  description: Per model and GPU, the planned MiB of each component, the total and what is left free.
+  description: Per model and GPU, the planned MiB of each component, the total and what is left free; null unplanned.
   returned: success
   type: dict
 table:
   description: The plan as text, one line per model and GPU.
   returned: success
   type: str
-models_max:
-  description: How many models fit on the GPUs together whichever they are (a safe C(--models-max)).
-  returned: success
-  type: int
 """
 
 import json
 import os
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-from ansible_collections.llmrig.serving.plugins.module_utils._fleet import FleetError, validate_fleet
-from ansible_collections.llmrig.serving.plugins.module_utils._vram import (
-    PlanError,
-    load_metas,
-    plan_fleet,
-    table,
+from ansible_collections.llmrig.serving.plugins.module_utils._fleet import (
+    FleetError,
+    fleet_files,
+    preset_options,
+    validate_fleet,
 )
+from ansible_collections.llmrig.serving.plugins.module_utils._gguf import load_metas
+from ansible_collections.llmrig.serving.plugins.module_utils._plan import Gpu, PlanError, plan_fleet, table
+
+UNPLANNED = "no GPUs known and no host-memory planning: the fleet is not planned (llama.cpp --fit stays on)"
 
 
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
             "fleet": {"type": "list", "elements": "raw", "required": True},
-            "gpus": {"type": "list", "elements": "dict", "required": True},
+            "models_dir": {"type": "path", "required": True},
+            "gpus": {"type": "list", "elements": "dict", "default": []},
             "margin_mib": {"type": "int", "default": 512},
             "overhead_mib": {"type": "int", "default": 600},
             "cache_dir": {"type": "path"},
@@ -106,32 +147,53 @@ def main() -> None:
         supports_check_mode=True,
     )
     params = module.params
-    gpus = []
     for index, gpu in enumerate(params["gpus"]):
         if not isinstance(gpu.get("memory_mib"), int) or gpu["memory_mib"] <= 0:
             module.fail_json(msg=f"gpus[{index}]: memory_mib must be a positive integer, got {gpu.get('memory_mib')!r}")
-        gpus.append({"overhead_mib": params["overhead_mib"], **gpu})
-    if not gpus:
-        module.fail_json(msg="gpus: at least one GPU is needed to plan")
+    gpus = [Gpu.from_dict(gpu, params["overhead_mib"]) for gpu in params["gpus"]]
     try:
         entries = validate_fleet(params["fleet"])
     except FleetError as exc:
         module.fail_json(msg=str(exc), entry=exc.entry, field=exc.field)
-    try:
-        metas = load_metas(entries, params["cache_dir"])
-    except ImportError:
-        module.fail_json(msg=missing_required_lib("gguf"))
-    except (OSError, ValueError, KeyError) as exc:
-        module.fail_json(msg=f"reading the models' GGUF metadata: {exc}")
-    try:
-        plan = plan_fleet(entries, metas, gpus, params["margin_mib"])
-    except PlanError as exc:
-        module.fail_json(msg=str(exc))
-    if params["json_path"] and not module.check_mode:
+    plan = None
+    if gpus:
+        try:
+            metas = load_metas(entries, params["cache_dir"])
+        except ImportError:
+            module.fail_json(msg=missing_required_lib("gguf"))
+        except (OSError, ValueError, KeyError) as exc:
+            module.fail_json(msg=f"reading the models' GGUF metadata: {exc}")
+        try:
+            plan = plan_fleet(entries, metas, gpus, params["margin_mib"]).to_dict()
+        except PlanError as exc:
+            module.fail_json(msg=str(exc), entry=exc.entry, field=exc.field)
+        for entry, model in zip(entries, plan["models"], strict=True):
+            entry["context"] = model["context"]
+    for index, entry in enumerate(entries):
+        if entry["context"] == "max":
+            error = FleetError(
+                f"'{entry['name']}' (#{index + 1})", "context", "max needs a plan: give the planner GPUs or host RAM"
+            )
+            module.fail_json(msg=str(error), entry=error.entry, field=error.field)
+    if plan is not None and params["json_path"] and not module.check_mode:
         os.makedirs(os.path.dirname(params["json_path"]) or ".", exist_ok=True)
         with open(params["json_path"], "w", encoding="utf-8") as handle:
             json.dump(plan, handle, indent=2)
-    module.exit_json(changed=False, plan=plan, table=table(plan), models_max=plan["models_max"])
+    module.exit_json(
+        changed=False,
+        fleet=entries,
+        files=fleet_files(entries),
+        names=[entry["name"] for entry in entries],
+        presets=[
+            {"name": entry["name"], "options": [list(pair) for pair in preset_options(entry, params["models_dir"])]}
+            for entry in entries
+        ],
+        planned=plan is not None,
+        fit=plan is None,
+        models_max=plan["models_max"] if plan else 1,
+        plan=plan,
+        table=table(plan) if plan else UNPLANNED,
+    )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,35 @@
+# Copyright: (c) 2026, llmrig authors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Filters for the llama-server presets template (roles/llmrig_gateway/templates/etc/llmrig/presets.ini.j2)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ansible.errors import AnsibleFilterError
+from ansible_collections.llmrig.serving.plugins.module_utils._fleet import (
+    GlobalOptionError,
+    check_global_options,
+    ini_value,
+)
+
+
+def preset_value(value: Any) -> str:
+    """One preset value as llama-server's INI parser reads it."""
+    try:
+        return ini_value(value)
+    except ValueError as exc:
+        raise AnsibleFilterError(str(exc)) from exc
+
+
+def preset_global_options(options: Any, variable: str = "llmrig_gateway_global_options") -> dict:
+    """The options of the presets' [*] section, checked as a fleet entry's extra_args are."""
+    try:
+        return check_global_options(options, variable)
+    except GlobalOptionError as exc:
+        raise AnsibleFilterError(str(exc)) from exc
+
+
+class FilterModule:
+    def filters(self) -> dict[str, Any]:
+        return {"preset_value": preset_value, "preset_global_options": preset_global_options}
