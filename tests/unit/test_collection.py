@@ -1,0 +1,31 @@
+"""The in-repo collection's metadata tells the truth: version, modules and filters."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+from ansible_collections.llmrig.serving.plugins.filter import endpoint, presets
+
+COLLECTION = Path(__file__).resolve().parents[2] / "collections/ansible_collections/llmrig/serving"
+MODULES = sorted(path.stem for path in (COLLECTION / "plugins/modules").glob("*.py"))
+FILTERS = sorted([*presets.FilterModule().filters(), *endpoint.FilterModule().filters()])
+
+
+def test_the_changelog_starts_with_the_galaxy_version():
+    version = yaml.safe_load((COLLECTION / "galaxy.yml").read_text())["version"]
+    first = re.search(r"^## (\S+)$", (COLLECTION / "CHANGELOG.md").read_text(), re.M)
+    assert first and first.group(1) == version
+
+
+def test_the_readme_lists_every_module_and_filter_and_nothing_else():
+    readme = (COLLECTION / "README.md").read_text()
+    named = set(re.findall(r"`llmrig\.serving\.([a-z_]+)`", readme))
+    assert named == set(MODULES) | set(FILTERS), named ^ (set(MODULES) | set(FILTERS))
+
+
+def test_the_changelog_names_every_module_and_filter():
+    changelog = (COLLECTION / "CHANGELOG.md").read_text()
+    for name in [*MODULES, *FILTERS]:
+        assert f"`{name}`" in changelog, name
