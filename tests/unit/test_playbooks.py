@@ -162,7 +162,8 @@ def test_presets_template_renders_the_resolved_fleet(tmp_path):
     assert status == 0, output
     assert (tmp_path / "presets.ini").read_text() == (
         ";\n; managed\n;\n"
-        "; Rendered from the resolved fleet (llmrig_planner_plan); one section per model, [*] applies to all.\n"
+        "; Rendered from the resolved fleet (llmrig_planner_plan): the first section is for every model, then one per"
+        " model.\n"
         "version = 1\n\n[*]\nstop-timeout = 10\nthreads = 4\n\n"
         "[a]\nmodel = /var/lib/llmrig/models/a.gguf\nalias = alpha\nctx-size = 4096\ncache-type-k = q8_0\n"
         "temp = 0.5\nload-on-startup = true\n\n"
