@@ -1,5 +1,6 @@
-"""LLMRIG_TEST_ORDER=reverse runs the verifier's tests last to first: a check that none depends on the
-order they run in (each test sets up the state it needs, and a test that changes the fleet puts it back)."""
+"""LLMRIG_TEST_ORDER=reverse runs the verifier's tests last to first (default: forward), a check that none
+depends on the order they run in: each test sets up the state it needs, and one that changes the fleet puts
+it back."""
 
 from __future__ import annotations
 
