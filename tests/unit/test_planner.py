@@ -242,17 +242,16 @@ def test_context_max_is_the_largest_context_that_fits(model, tmp_path):
 
 
 def test_context_max_with_a_ceiling_on_a_small_gpu(model, tmp_path):
-    gpus = [{"name": "GPU A", "memory_mib": 1250}]
+    gpus = [{"name": "GPU A", "memory_mib": 630}]
     result = run_module(tmp_path, fleet=[entry("tiny", model, context={"max": 1_000_000})], gpus=gpus, margin_mib=0)
     assert not result.get("failed"), result
     best = result["plan"]["models"][0]["context"]
-    assert 0 < best < SHAPE["ctx"] or best == SHAPE["ctx"]
-    # the resolved context fits, 1024 more does not (unless it hit the trained context)
+    assert 0 < best < SHAPE["ctx"]
+    # the resolved context fits, 1024 more does not
     fixed = run_module(tmp_path, fleet=[entry("tiny", model, context=best)], gpus=gpus, margin_mib=0)
     assert not fixed.get("failed"), fixed
-    if best < SHAPE["ctx"]:
-        over = run_module(tmp_path, fleet=[entry("tiny", model, context=best + 1024)], gpus=gpus, margin_mib=0)
-        assert over["failed"]
+    over = run_module(tmp_path, fleet=[entry("tiny", model, context=best + 1024)], gpus=gpus, margin_mib=0)
+    assert over["failed"]
     capped = run_module(tmp_path, fleet=[entry("tiny", model, context={"max": 2048})], gpus=[{"memory_mib": 8192}])
     assert capped["plan"]["models"][0]["context"] == 2048
 
@@ -273,3 +272,18 @@ def test_unplanned_fleet_is_validated_and_resolved(model, tmp_path):
     assert result["presets"][0]["options"][:2] == [["model", "/var/lib/llmrig/models/tiny.gguf"], ["alias", ["t"]]]
     bad = run_module(tmp_path, fleet=[entry("tiny", model, context="32k")], gpus=[])
     assert bad["msg"].startswith("fleet entry 'tiny' (#1): field 'context': must be an integer")
+
+
+def test_context_max_counts_the_vision_projector(model, tmp_path):
+    """The resolved context must fit with the projector's weights on the main GPU, not only the model. On
+    630 MiB the tiny model alone gets 5120 tokens; with its copy as a projector (10 MiB more) 1024."""
+    gpus = [{"name": "GPU A", "memory_mib": 630}]
+    projector = {"path": str(model), "sha256": sha256(model), "file": "mmproj.gguf"}
+    plain = run_module(tmp_path, fleet=[entry("v", model, context={"max": 1 << 20})], gpus=gpus, margin_mib=0)
+    vision = run_module(
+        tmp_path, fleet=[entry("v", model, context={"max": 1 << 20}, mmproj=projector)], gpus=gpus, margin_mib=0
+    )
+    assert not plain.get("failed") and not vision.get("failed"), (plain.get("msg"), vision.get("msg"))
+    without, with_projector = plain["plan"]["models"][0], vision["plan"]["models"][0]
+    assert (without["context"], with_projector["context"]) == (5120, 1024)
+    assert with_projector["fits"] and with_projector["devices"][0]["total_mib"] <= 630

@@ -21,7 +21,7 @@ from ansible_collections.llmrig.serving.plugins.module_utils._vram import (
     kv_cells,
     kv_streams,
     kv_total,
-    largest_fitting_context,
+    largest_context,
     mib,
     plan_devices,
     row_bytes,
@@ -104,6 +104,7 @@ class ModelPlan:
     devices: list[DevicePlan]
     context_max: bool = False  # the entry asked for `context: max`
     notes: list[str] = field(default_factory=list)
+    need: Any = field(default=None, repr=False, compare=False)  # _Need: re-plans at other settings
 
     @property
     def label(self) -> str:
@@ -192,16 +193,15 @@ def _check_gpu_fields(label: str, entry: dict[str, Any], devices: Devices) -> No
         raise PlanError(label, "main_gpu", f"is {main_gpu} but the host has {count} {plural} (0 to {count - 1})")
 
 
-def _resolve_context(label: str, entry: dict[str, Any], meta: ModelMeta, settings: Settings, devices: Devices) -> int:
+def _resolve_context(label: str, entry: dict[str, Any], need: _Need) -> int:
     """`context: max`: the largest context (a multiple of 1024) that fits the entry's devices with the
-    margin, never above the ceiling nor the model's trained context."""
-    limits = [value for value in (entry.get("context_ceiling"), meta.context_train) if value]
+    margin - projector and draft model included - never above the ceiling nor the model's trained context."""
+    limits = [value for value in (entry.get("context_ceiling"), need.meta.context_train) if value]
     if not limits:
         raise PlanError(
             label, "context", "max needs a ceiling ({max: N}): the model's metadata gives no trained context"
         )
-    ceiling = min(limits)
-    best = largest_fitting_context(meta, replace(settings, context=ceiling), devices.capacity, devices.overhead)
+    best = largest_context(lambda context: need.fits(replace(need.settings, context=context)), min(limits))
     if best == 0:
         raise PlanError(label, "context", "max: no context fits; " + _weights_remedy())
     return best
@@ -229,47 +229,69 @@ def _notes(entry: dict[str, Any], meta: ModelMeta, settings: Settings) -> list[s
     return notes
 
 
+class _Need:
+    """What one entry needs on each device at given settings: the model, plus its vision projector's weights
+    on the main GPU and its draft model (same cells and split, the draft KV cache types)."""
+
+    def __init__(self, entry: dict[str, Any], metas: dict[str, ModelMeta], devices: Devices, settings: Settings):
+        self.meta = metas[entry["source"]["file"]]
+        self.devices = devices
+        self.settings = settings
+        mmproj = entry.get("mmproj")
+        self.projector = metas.get(mmproj["file"]) if mmproj else None
+        draft = entry.get("speculative", {}).get("model")
+        self.draft = metas.get(draft["file"]) if draft else None
+
+    def uses(self, settings: Settings) -> list[DeviceUse]:
+        uses = self.devices.plan(self.meta, settings)
+        if self.projector is not None:
+            uses[settings.main_gpu if len(uses) > 1 else 0].weights += self.projector.weight_bytes
+        if self.draft is not None:
+            draft_settings = replace(
+                settings,
+                cache_type_k=settings.draft_cache_type_k,
+                cache_type_v=settings.draft_cache_type_v,
+                spec_type="none",
+            )
+            for device, use in enumerate(self.devices.plan(self.draft, draft_settings, overhead=False)):
+                uses[device].weights += use.weights
+                uses[device].kv += use.kv
+        return uses
+
+    def fits(self, settings: Settings) -> bool:
+        return fits(self.uses(settings), self.devices.capacity)
+
+
 def plan_entry(index: int, entry: dict[str, Any], metas: dict[str, ModelMeta], devices: Devices) -> ModelPlan:
     """Plan one validated entry (module_utils._fleet.validate_entry); metas maps file -> metadata."""
     label = f"'{entry['name']}' (#{index + 1})"
     _check_gpu_fields(label, entry, devices)
-    meta = metas[entry["source"]["file"]]
     wants_max = entry["context"] == "max"
     settings = entry_settings({**entry, "context": 1024} if wants_max else entry, devices.host_memory)
+    need = _Need(entry, metas, devices, settings)
     if wants_max:
-        settings = replace(settings, context=_resolve_context(label, entry, meta, settings, devices))
-    uses = devices.plan(meta, settings)
-    notes = _notes(entry, meta, settings)
-    main = settings.main_gpu if len(devices.gpus) > 1 else 0
-    if "mmproj" in entry and entry["mmproj"]["file"] in metas:
-        uses[main].weights += metas[entry["mmproj"]["file"]].weight_bytes
+        need.settings = settings = replace(settings, context=_resolve_context(label, entry, need))
+    uses = need.uses(settings)
+    notes = _notes(entry, need.meta, settings)
+    if need.projector is not None:
         notes.append("vision projector weights on the main GPU; its image-encoding buffers are not modelled")
-    draft = entry.get("speculative", {}).get("model")
-    if draft and draft["file"] in metas:
-        # the draft model's context: the same cells and split, the draft KV cache types
-        draft_settings = replace(
-            settings,
-            cache_type_k=settings.draft_cache_type_k,
-            cache_type_v=settings.draft_cache_type_v,
-            spec_type="none",
-        )
-        for device, use in enumerate(devices.plan(metas[draft["file"]], draft_settings, overhead=False)):
-            uses[device].weights += use.weights
-            uses[device].kv += use.kv
+    if need.draft is not None:
         notes.append("draft model planned with the same context and split, KV in the draft cache types")
     plans = [DevicePlan(gpu, use, cap) for gpu, use, cap in zip(devices.gpus, uses, devices.capacity, strict=True)]
-    return ModelPlan(index, entry["name"], entry["source"]["file"], meta, settings, plans, wants_max, notes)
+    return ModelPlan(
+        index, entry["name"], entry["source"]["file"], need.meta, settings, plans, wants_max, notes, need=need
+    )
 
 
-def _suggestions(model: ModelPlan, devices: Devices) -> str:
+def _suggestions(model: ModelPlan) -> str:
     """What would fit instead: the largest context, and cheaper KV cache types at the asked context."""
-    settings = model.settings
-    context = largest_fitting_context(model.meta, settings, devices.capacity, devices.overhead)
+    settings, need = model.settings, model.need
+    context = largest_context(lambda value: need.fits(replace(settings, context=value)), settings.context)
     parts = [f"context {context} fits" if context else "no context fits: " + _weights_remedy()]
     for kv_type in KV_TYPES_BY_SIZE:
         if row_bytes(kv_type, 256) >= row_bytes(settings.cache_type_k, 256):
             break
-        if devices.fit(model.meta, replace(settings, cache_type_k=kv_type, cache_type_v=kv_type)):
+        if need.fits(replace(settings, cache_type_k=kv_type, cache_type_v=kv_type)):
             parts.append(f"or cache_type_k/v {kv_type} at context {settings.context}")
             break
     return "; ".join(parts)
@@ -288,7 +310,7 @@ def shortfall(model: ModelPlan, devices: Devices) -> PlanError:
     )
     if use.weights + use.overhead > worst.capacity:
         return PlanError(model.label, "source", f"{needs}; the weights alone do not fit: " + _weights_remedy())
-    return PlanError(model.label, "context", f"{needs}; " + _suggestions(model, devices))
+    return PlanError(model.label, "context", f"{needs}; " + _suggestions(model))
 
 
 def coresidency(models: list[ModelPlan], devices: Devices) -> tuple[int, list[list[str]]]:

@@ -24,7 +24,8 @@ the larger figure (every layer full attention) and says so, so a plan errs towar
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ansible_collections.llmrig.serving.plugins.module_utils._gguf import MIB, ModelMeta, Tensor
@@ -286,19 +287,28 @@ def fits(uses: list[DeviceUse], capacity: list[int]) -> bool:
     return all(use.total <= cap for use, cap in zip(uses, capacity, strict=True))
 
 
-def largest_fitting_context(
-    meta: ModelMeta, settings: Settings, capacity: list[int], overhead: list[int], step: int = 1024
-) -> int:
-    """The largest context (a multiple of step) whose plan fits every device's capacity; 0 if none."""
-    low, high = 0, max(settings.context, step) // step
+def largest_context(fits_at: Callable[[int], bool], ceiling: int, step: int = 1024) -> int:
+    """The largest context, a multiple of step and at most ceiling (rounded down), for which fits_at holds;
+    0 if none. Memory grows with the context, so a binary search finds it."""
+    low, high = 0, max(ceiling, step) // step
     while low < high:
         middle = (low + high + 1) // 2
-        trial = Settings(**{**settings.__dict__, "context": middle * step})
-        if fits(plan_devices(meta, trial, capacity, overhead), capacity):
+        if fits_at(middle * step):
             low = middle
         else:
             high = middle - 1
     return low * step
+
+
+def largest_fitting_context(
+    meta: ModelMeta, settings: Settings, capacity: list[int], overhead: list[int], step: int = 1024
+) -> int:
+    """The largest context (a multiple of step) whose plan fits every device's capacity; 0 if none."""
+
+    def fits_at(context: int) -> bool:
+        return fits(plan_devices(meta, replace(settings, context=context), capacity, overhead), capacity)
+
+    return largest_context(fits_at, settings.context, step)
 
 
 DEFAULT_PARALLEL = 4  # llama-server's automatic slot count (-np -1), as its log reports
