@@ -299,7 +299,7 @@ def _task_runs(output: str, task: str) -> int:
     return len(re.findall(rf"^TASK \[{re.escape(task)}\]", output, re.M))
 
 
-def test_one_validation_and_one_plan_per_run_and_serving_alone_plans_too(host, restore_fleet):
+def test_one_validation_and_one_plan_per_run_and_serving_alone_plans_too(host):
     """site.yml validates and plans the fleet once per host (in preflight); serving.yml run on its own
     plans too (the first role that needs the plan resolves it) and renders the same presets."""
     presets = host.file("/etc/llmrig/presets.ini").content_string
