@@ -134,6 +134,11 @@ for _field, _option in SAMPLING_OPTIONS.items():
 RESERVED_OPTIONS["temperature"] = "sampling.temperature"
 
 
+def entry_label(index: int, name: Any) -> str:
+    """How every message names a fleet entry: 'name' (#position), or #position while it has no name."""
+    return f"'{name}' (#{index + 1})" if isinstance(name, str) and name else f"#{index + 1}"
+
+
 class FleetError(ValueError):
     """A fleet entry is invalid. The message names the entry and the field."""
 
@@ -159,7 +164,7 @@ class _EntryChecker:
         self.index = index
         self.entry = entry
         name = entry.get("name") if isinstance(entry, dict) else None
-        self.label = f"'{name}' (#{index + 1})" if isinstance(name, str) and name else f"#{index + 1}"
+        self.label = entry_label(index, name)
 
     def fail(self, field: str, reason: str) -> FleetError:
         return FleetError(self.label, field, reason)
@@ -304,13 +309,14 @@ def _check_sampling(checker: _EntryChecker, value: Any) -> dict:
 
 
 def _option_problem(key: Any, item: Any, reserved: dict[str, str]) -> str | None:
-    """Why a llama-server option (a preset line) may not be set this way, or None."""
+    """Why a llama-server option (a preset line) may not be set this way, or None; reserved maps the options
+    that may not be set there to why."""
     if not isinstance(key, str) or not OPTION_RE.match(key):
         return "option names are llama-server long options without leading dashes"
     if key in RENAMED_OPTIONS:
         return RENAMED_OPTIONS[key]
     if key in reserved:
-        return f"is managed by {reserved[key]}; set it there"
+        return reserved[key]
     if item is None or isinstance(item, (dict, list)):
         return f"must be a string, number or boolean, got {item!r}"
     if isinstance(item, str) and (not item or any(char in item for char in ";#\r\n")):
@@ -323,7 +329,7 @@ def _check_extra_args(checker: _EntryChecker, value: Any) -> dict:
         raise checker.fail("extra_args", "must be a mapping of llama-server option (without dashes) to value")
     out = {}
     for key, item in value.items():
-        problem = _option_problem(key, item, RESERVED_OPTIONS)
+        problem = _option_problem(key, item, _EXTRA_ARGS_RESERVED)
         if problem:
             raise checker.fail(f"extra_args.{key}", problem)
         out[key] = item
@@ -333,6 +339,14 @@ def _check_extra_args(checker: _EntryChecker, value: Any) -> dict:
 # Fleet fields that may also be set for every model in the presets' [*] section: they change no memory the
 # planner counts. Any other field's option there would make every plan wrong, so it is set per entry.
 GLOBAL_FIELDS = ("threads", "flash_attn", *("sampling." + name for name in SAMPLING_OPTIONS))
+_EXTRA_ARGS_RESERVED = {key: f"is managed by {owner}; set it there" for key, owner in RESERVED_OPTIONS.items()}
+_GLOBAL_RESERVED = {
+    key: f"is managed by {owner}; set it there"
+    if owner.startswith("the gateway")
+    else f"is managed by the fleet field '{owner}'; set it in each entry"
+    for key, owner in RESERVED_OPTIONS.items()
+    if owner not in GLOBAL_FIELDS
+}
 
 
 class GlobalOptionError(ValueError):
@@ -345,11 +359,7 @@ def check_global_options(options: Any, variable: str = "llmrig_gateway_global_op
     if not isinstance(options, dict):
         raise GlobalOptionError(f"{variable}: must be a mapping of llama-server option (without dashes) to value")
     for key, item in options.items():
-        owner = RESERVED_OPTIONS.get(key) if isinstance(key, str) else None
-        reserved = {} if owner in GLOBAL_FIELDS else RESERVED_OPTIONS
-        problem = _option_problem(key, item, reserved)
-        if problem and owner and owner not in GLOBAL_FIELDS and not owner.startswith("the gateway"):
-            problem = f"is managed by the fleet field '{owner}'; set it in each entry"
+        problem = _option_problem(key, item, _GLOBAL_RESERVED)
         if problem:
             raise GlobalOptionError(f"{variable}: option '{key}': {problem}")
     return dict(options)
@@ -411,7 +421,7 @@ def validate_fleet(fleet: Any) -> list[dict]:
     owners: dict[str, str] = {}
     files: dict[str, tuple[str, str]] = {}
     for index, entry in enumerate(entries):
-        label = f"'{entry['name']}' (#{index + 1})"
+        label = entry_label(index, entry["name"])
         for field, routable in [("name", entry["name"])] + [("aliases", alias) for alias in entry["aliases"]]:
             if routable in owners:
                 raise FleetError(label, field, f"{routable!r} is already used by entry {owners[routable]}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ansible_collections.llmrig.serving.plugins.module_utils._fleet import entry_label
 from ansible_collections.llmrig.serving.plugins.module_utils._gguf import MIB, ModelMeta
 from ansible_collections.llmrig.serving.plugins.module_utils._vram import (
     DEFAULT_OVERHEAD_MIB,
@@ -27,6 +28,8 @@ from ansible_collections.llmrig.serving.plugins.module_utils._vram import (
     row_bytes,
     rs_snapshots,
 )
+
+WEIGHTS_REMEDY = "fewer gpu_layers, another tensor_split or a smaller quantization is needed"
 
 
 class PlanError(Exception):
@@ -102,13 +105,13 @@ class ModelPlan:
     meta: ModelMeta
     settings: Settings
     devices: list[DevicePlan]
+    need: _Need = field(repr=False, compare=False)  # re-plans the entry at other settings
     context_max: bool = False  # the entry asked for `context: max`
     notes: list[str] = field(default_factory=list)
-    need: Any = field(default=None, repr=False, compare=False)  # _Need: re-plans at other settings
 
     @property
     def label(self) -> str:
-        return f"'{self.name}' (#{self.index + 1})"
+        return entry_label(self.index, self.name)
 
     @property
     def fits(self) -> bool:
@@ -171,9 +174,6 @@ class Devices:
     def plan(self, meta: ModelMeta, settings: Settings, overhead: bool = True) -> list[DeviceUse]:
         return plan_devices(meta, settings, self.capacity, self.overhead if overhead else [0] * len(self.gpus))
 
-    def fit(self, meta: ModelMeta, settings: Settings) -> bool:
-        return fits(self.plan(meta, settings), self.capacity)
-
     def describe(self, position: int) -> str:
         gpu = self.gpus[position]
         return f"GPU {position} ({gpu.name or 'unnamed'}, {gpu.memory_mib} MiB, margin {self.margin_mib} MiB)"
@@ -193,7 +193,7 @@ def _check_gpu_fields(label: str, entry: dict[str, Any], devices: Devices) -> No
         raise PlanError(label, "main_gpu", f"is {main_gpu} but the host has {count} {plural} (0 to {count - 1})")
 
 
-def _resolve_context(label: str, entry: dict[str, Any], need: _Need) -> int:
+def _resolve_context(label: str, entry: dict[str, Any], need: _Need, settings: Settings) -> int:
     """`context: max`: the largest context (a multiple of 1024) that fits the entry's devices with the
     margin - projector and draft model included - never above the ceiling nor the model's trained context."""
     limits = [value for value in (entry.get("context_ceiling"), need.meta.context_train) if value]
@@ -201,17 +201,13 @@ def _resolve_context(label: str, entry: dict[str, Any], need: _Need) -> int:
         raise PlanError(
             label, "context", "max needs a ceiling ({max: N}): the model's metadata gives no trained context"
         )
-    best = largest_context(lambda context: need.fits(replace(need.settings, context=context)), min(limits))
+    best = largest_context(lambda context: need.fits(replace(settings, context=context)), min(limits))
     if best == 0:
-        raise PlanError(label, "context", "max: no context fits; " + _weights_remedy())
+        raise PlanError(label, "context", "max: no context fits; " + WEIGHTS_REMEDY)
     return best
 
 
-def _weights_remedy() -> str:
-    return "fewer gpu_layers, another tensor_split or a smaller quantization is needed"
-
-
-def _notes(entry: dict[str, Any], meta: ModelMeta, settings: Settings) -> list[str]:
+def _notes(meta: ModelMeta, settings: Settings) -> list[str]:
     notes = list(meta.notes)
     if meta.n_nextn and settings.mtp:
         rollback = (
@@ -233,10 +229,9 @@ class _Need:
     """What one entry needs on each device at given settings: the model, plus its vision projector's weights
     on the main GPU and its draft model (same cells and split, the draft KV cache types)."""
 
-    def __init__(self, entry: dict[str, Any], metas: dict[str, ModelMeta], devices: Devices, settings: Settings):
+    def __init__(self, entry: dict[str, Any], metas: dict[str, ModelMeta], devices: Devices) -> None:
         self.meta = metas[entry["source"]["file"]]
         self.devices = devices
-        self.settings = settings
         mmproj = entry.get("mmproj")
         self.projector = metas.get(mmproj["file"]) if mmproj else None
         draft = entry.get("speculative", {}).get("model")
@@ -264,30 +259,28 @@ class _Need:
 
 def plan_entry(index: int, entry: dict[str, Any], metas: dict[str, ModelMeta], devices: Devices) -> ModelPlan:
     """Plan one validated entry (module_utils._fleet.validate_entry); metas maps file -> metadata."""
-    label = f"'{entry['name']}' (#{index + 1})"
+    label = entry_label(index, entry["name"])
     _check_gpu_fields(label, entry, devices)
     wants_max = entry["context"] == "max"
     settings = entry_settings({**entry, "context": 1024} if wants_max else entry, devices.host_memory)
-    need = _Need(entry, metas, devices, settings)
+    need = _Need(entry, metas, devices)
     if wants_max:
-        need.settings = settings = replace(settings, context=_resolve_context(label, entry, need))
+        settings = replace(settings, context=_resolve_context(label, entry, need, settings))
     uses = need.uses(settings)
-    notes = _notes(entry, need.meta, settings)
+    notes = _notes(need.meta, settings)
     if need.projector is not None:
         notes.append("vision projector weights on the main GPU; its image-encoding buffers are not modelled")
     if need.draft is not None:
         notes.append("draft model planned with the same context and split, KV in the draft cache types")
     plans = [DevicePlan(gpu, use, cap) for gpu, use, cap in zip(devices.gpus, uses, devices.capacity, strict=True)]
-    return ModelPlan(
-        index, entry["name"], entry["source"]["file"], need.meta, settings, plans, wants_max, notes, need=need
-    )
+    return ModelPlan(index, entry["name"], entry["source"]["file"], need.meta, settings, plans, need, wants_max, notes)
 
 
 def _suggestions(model: ModelPlan) -> str:
     """What would fit instead: the largest context, and cheaper KV cache types at the asked context."""
     settings, need = model.settings, model.need
     context = largest_context(lambda value: need.fits(replace(settings, context=value)), settings.context)
-    parts = [f"context {context} fits" if context else "no context fits: " + _weights_remedy()]
+    parts = [f"context {context} fits" if context else "no context fits: " + WEIGHTS_REMEDY]
     for kv_type in KV_TYPES_BY_SIZE:
         if row_bytes(kv_type, 256) >= row_bytes(settings.cache_type_k, 256):
             break
@@ -309,7 +302,7 @@ def shortfall(model: ModelPlan, devices: Devices) -> PlanError:
         f"overhead {mib(use.overhead):.0f})"
     )
     if use.weights + use.overhead > worst.capacity:
-        return PlanError(model.label, "source", f"{needs}; the weights alone do not fit: " + _weights_remedy())
+        return PlanError(model.label, "source", f"{needs}; the weights alone do not fit: " + WEIGHTS_REMEDY)
     return PlanError(model.label, "context", f"{needs}; " + _suggestions(model))
 
 

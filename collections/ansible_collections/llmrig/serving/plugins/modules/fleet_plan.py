@@ -123,6 +123,7 @@ import os
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.llmrig.serving.plugins.module_utils._fleet import (
     FleetError,
+    entry_label,
     fleet_files,
     preset_options,
     validate_fleet,
@@ -172,7 +173,7 @@ def main() -> None:
     for index, entry in enumerate(entries):
         if entry["context"] == "max":
             error = FleetError(
-                f"'{entry['name']}' (#{index + 1})", "context", "max needs a plan: give the planner GPUs or host RAM"
+                entry_label(index, entry["name"]), "context", "max needs a plan: give the planner GPUs or host RAM"
             )
             module.fail_json(msg=str(error), entry=error.entry, field=error.field)
     if plan is not None and params["json_path"] and not module.check_mode:
