@@ -127,6 +127,15 @@ def test_source_url_and_path_format():
     fails([entry(source={"path": "models/a.gguf", "sha256": SHA})], "'model-a' (#1)", "source.path", "absolute")
 
 
+def test_source_size_is_optional_and_reaches_the_files():
+    (out,) = validate_fleet([entry(source={"url": "https://x/a.gguf", "sha256": SHA, "size": 1234})])
+    assert fleet_files([out]) == [{"url": "https://x/a.gguf", "size": 1234, "sha256": SHA, "file": "a.gguf"}]
+    fails(
+        [entry(source={"url": "https://x/a.gguf", "sha256": SHA, "size": 0})], "'model-a' (#1)", "source.size", ">= 1"
+    )
+    fails([entry(source={"url": "https://x/a.gguf", "sha256": SHA, "size": "big"})], "'model-a' (#1)", "source.size")
+
+
 def test_sha256_is_required():
     fails([entry(source={"url": "https://x/a.gguf"})], "'model-a' (#1)", "source.sha256", "required")
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import http.server
 import os
+import socket
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -14,35 +16,88 @@ from llmrig_testlib import run_module
 REPO = Path(__file__).resolve().parents[2]
 PAYLOAD = os.urandom(3 * 1024 * 1024 + 123)
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
+OTHER = os.urandom(len(PAYLOAD))  # another version of the file, served as /other.gguf
 
 
 class RangeHandler(http.server.BaseHTTPRequestHandler):
+    """A file server with range support that can be told to misbehave the ways real links and CDNs do."""
+
     requests: list[str | None] = []  # noqa: RUF012 - shared log of Range headers, reset per test
+    # normal | drop (close after half the body) | error-page (ignore Range, 200 with HTML) | no-ranges (ignore
+    # Range, 200 with the whole file) | wrong-range (206 from byte 0) | stall (stop sending, keep the socket)
+    # | no-head (HEAD refused with 405) | no-size (HEAD refused, no Content-Range, chunked body)
+    mode = "normal"
 
     def log_message(self, *args) -> None:
         pass
 
+    @property
+    def payload(self) -> bytes:
+        return OTHER if self.path.endswith("/other.gguf") else PAYLOAD
+
     def do_HEAD(self) -> None:
+        if RangeHandler.mode in ("no-head", "no-size"):
+            self.send_response(405)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         self.send_response(200)
-        self.send_header("Content-Length", str(len(PAYLOAD)))
+        self.send_header("Content-Length", str(len(self.payload)))
         self.end_headers()
 
     def do_GET(self) -> None:
         RangeHandler.requests.append(self.headers.get("Range"))
+        mode = RangeHandler.mode
+        if mode == "error-page" and self.headers.get("Range"):
+            body = b"<html><body>Access denied</body></html>" * 10
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        if mode == "no-size":
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            self.wfile.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(self.payload), self.payload))
+            return
         start = 0
-        if self.headers.get("Range"):
-            start = int(self.headers["Range"].split("=")[1].rstrip("-"))
-            if start >= len(PAYLOAD):
+        if self.headers.get("Range") and mode == "wrong-range":
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes 0-{len(self.payload) - 1}/{len(self.payload)}")
+            self.send_header("Content-Length", str(len(self.payload)))
+            self.end_headers()
+            self.wfile.write(self.payload)
+            return
+        if self.headers.get("Range") and mode != "no-ranges":
+            start = int(self.headers["Range"].split("=")[1].split("-")[0])
+            if start >= len(self.payload):
                 self.send_response(416)
                 self.end_headers()
                 return
             self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(PAYLOAD) - 1}/{len(PAYLOAD)}")
+            self.send_header("Content-Range", f"bytes {start}-{len(self.payload) - 1}/{len(self.payload)}")
         else:
             self.send_response(200)
-        self.send_header("Content-Length", str(len(PAYLOAD) - start))
+        if self.headers.get("Range") == "bytes=0-0":
+            self.send_header("Content-Length", "1")
+            self.end_headers()
+            self.wfile.write(self.payload[:1])
+            return
+        self.send_header("Content-Length", str(len(self.payload) - start))
         self.end_headers()
-        self.wfile.write(PAYLOAD[start:])
+        if mode == "drop":
+            self.wfile.write(self.payload[start : start + (len(self.payload) - start) // 2])
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        if mode == "stall":
+            self.wfile.write(self.payload[start : start + 1024 * 1024])
+            self.wfile.flush()
+            time.sleep(4)
+            return
+        self.wfile.write(self.payload[start:])
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +112,7 @@ def server():
 @pytest.fixture
 def dirs(tmp_path):
     RangeHandler.requests = []
+    RangeHandler.mode = "normal"
     paths = {name: tmp_path / name for name in ("models", "staging", "verified")}
     for path in paths.values():
         path.mkdir()
@@ -99,7 +155,7 @@ def test_second_run_trusts_the_record(tmp_path, dirs, server):
 
 def test_partial_download_resumes(tmp_path, dirs, server):
     half = len(PAYLOAD) // 2
-    (dirs["staging"] / "model.gguf.part").write_bytes(PAYLOAD[:half])
+    (dirs["staging"] / f"{SHA}.part").write_bytes(PAYLOAD[:half])
     planned = run(tmp_path, url=server, state="planned", **base_args(dirs))
     assert planned["in_place"] is False
     assert planned["needed_bytes"] == len(PAYLOAD) - half
@@ -149,3 +205,155 @@ def test_check_mode_changes_nothing(tmp_path, dirs, server):
     assert result["changed"] is True
     assert list(dirs["models"].iterdir()) == []
     assert RangeHandler.requests == []
+
+
+def partial(dirs) -> Path:
+    return dirs["staging"] / f"{SHA}.part"
+
+
+def test_dropped_connection_keeps_the_partial_and_the_next_run_resumes(tmp_path, dirs, server):
+    RangeHandler.mode = "drop"
+    result = run(tmp_path, url=server, **base_args(dirs))
+    assert result["failed"] is True
+    assert "incomplete" in result["msg"] and "run again" in result["msg"]
+    assert "mismatch" not in result["msg"]
+    half = len(PAYLOAD) // 2
+    assert partial(dirs).read_bytes() == PAYLOAD[:half]
+    assert list(dirs["models"].iterdir()) == []
+    RangeHandler.mode = "normal"
+    result = run(tmp_path, url=server, **base_args(dirs))
+    assert result["action"] == "downloaded"
+    assert RangeHandler.requests[-1] == f"bytes={half}-"
+    assert (dirs["models"] / "model.gguf").read_bytes() == PAYLOAD
+
+
+def test_error_page_for_a_resumed_request_keeps_the_good_partial(tmp_path, dirs, server):
+    half = len(PAYLOAD) // 2
+    partial(dirs).write_bytes(PAYLOAD[:half])
+    RangeHandler.mode = "error-page"
+    result = run(tmp_path, url=server, **base_args(dirs))
+    assert result["failed"] is True
+    assert "ignored the range request" in result["msg"] and "run again" in result["msg"]
+    assert partial(dirs).read_bytes() == PAYLOAD[:half]
+
+
+def test_server_without_ranges_resumes_after_checking_the_prefix(tmp_path, dirs, server):
+    half = len(PAYLOAD) // 2
+    partial(dirs).write_bytes(PAYLOAD[:half])
+    RangeHandler.mode = "no-ranges"
+    result = run(tmp_path, url=server, **base_args(dirs))
+    assert result["action"] == "downloaded"
+    assert (dirs["models"] / "model.gguf").read_bytes() == PAYLOAD
+
+
+def test_range_that_does_not_start_at_the_offset_keeps_the_partial(tmp_path, dirs, server):
+    half = len(PAYLOAD) // 2
+    partial(dirs).write_bytes(PAYLOAD[:half])
+    RangeHandler.mode = "wrong-range"
+    result = run(tmp_path, url=server, **base_args(dirs))
+    assert result["failed"] is True
+    assert f"asked for bytes from {half}" in result["msg"]
+    assert partial(dirs).read_bytes() == PAYLOAD[:half]
+
+
+def test_stalled_transfer_times_out_with_a_message_not_a_traceback(tmp_path, dirs, server):
+    RangeHandler.mode = "stall"
+    result = run(tmp_path, url=server, timeout=1, **base_args(dirs))
+    assert result["failed"] is True
+    assert "incomplete" in result["msg"] and "timed out" in result["msg"]
+    assert "Traceback" not in result.get("module_stderr", "")
+    assert partial(dirs).stat().st_size == 1024 * 1024
+
+
+def test_partial_of_another_version_of_the_file_is_never_resumed(tmp_path, dirs, server):
+    # an interrupted (killed) download of an older version of model.gguf, under the name this module uses
+    # now and under the file-name-based one it used before
+    for name in (f"{hashlib.sha256(OTHER).hexdigest()}.part", "model.gguf.part"):
+        (dirs["staging"] / name).write_bytes(OTHER[: len(OTHER) // 2])
+    result = run(tmp_path, url=server, **base_args(dirs))
+    assert result["action"] == "downloaded"
+    assert RangeHandler.requests == [None]
+    assert (dirs["models"] / "model.gguf").read_bytes() == PAYLOAD
+
+
+def test_planned_size_when_head_is_refused(tmp_path, dirs, server):
+    RangeHandler.mode = "no-head"
+    planned = run(tmp_path, url=server, state="planned", **base_args(dirs))
+    assert planned["needed_bytes"] == len(PAYLOAD)
+    assert RangeHandler.requests == ["bytes=0-0"]
+
+
+def test_planned_unknown_size_fails_clearly_instead_of_counting_zero(tmp_path, dirs, server):
+    RangeHandler.mode = "no-size"
+    planned = run(tmp_path, url=server, state="planned", **base_args(dirs))
+    assert planned["failed"] is True
+    assert "cannot be known" in planned["msg"] and "source.size" in planned["msg"]
+    planned = run(tmp_path, url=server, state="planned", size=len(PAYLOAD), **base_args(dirs))
+    assert planned["needed_bytes"] == len(PAYLOAD)
+
+
+def test_file_in_place_without_a_record_is_not_counted_as_needed(tmp_path, dirs, server):
+    (dirs["models"] / "model.gguf").write_bytes(PAYLOAD)
+    planned = run(tmp_path, url=server, state="planned", **base_args(dirs))
+    assert planned["in_place"] is True
+    assert planned["needed_bytes"] == 0
+    result = run(tmp_path, url=server, **base_args(dirs))
+    assert result == {**result, "action": "verified-record", "changed": False}
+
+
+def test_staged_copy_is_removed_when_dest_is_already_right(tmp_path, dirs):
+    (dirs["models"] / "model.gguf").write_bytes(PAYLOAD)
+    staged = dirs["staging"] / "model.gguf"
+    staged.write_bytes(PAYLOAD)
+    result = run(tmp_path, src=str(staged), **base_args(dirs))
+    assert result["action"] == "verified-existing"
+    assert not staged.exists()
+
+
+def prune(tmp_path, dirs, check=False, models=True) -> dict:
+    return run_module(
+        "model_prune",
+        tmp_path,
+        models_dir=str(dirs["models"]),
+        staging_dir=str(dirs["staging"]),
+        state_dir=str(dirs["verified"]),
+        keep=[{"file": "model.gguf", "sha256": SHA, "url": "http://x/model.gguf"}],
+        models=models,
+        _ansible_check_mode=check,
+    )
+
+
+def test_prune_removes_dropped_files_records_and_abandoned_partials(tmp_path, dirs, server):
+    run(tmp_path, url=server, **base_args(dirs))
+    old = dirs["models"] / "old.gguf"
+    old.write_bytes(b"o" * 5000)
+    (dirs["verified"] / "old.gguf.json").write_text("{}")
+    (dirs["verified"] / "gone.gguf.json").write_text("{}")
+    abandoned = dirs["staging"] / f"{'a' * 64}.part"
+    abandoned.write_bytes(b"p" * 700)
+    kept_partial = partial(dirs)
+    kept_partial.write_bytes(b"k")
+    scratch = dirs["staging"] / ".ansible-tmp" / "ansible-tmp-1"
+    scratch.mkdir(parents=True)
+    (scratch / "source").write_bytes(b"s" * 300)
+    planned = prune(tmp_path, dirs, check=True)
+    assert planned["changed"] is True and planned["freed_bytes"] == 5000 + 2 + 2 + 700 + 300
+    assert old.exists()
+    result = prune(tmp_path, dirs)
+    assert sorted(Path(path).name for path in result["removed"]) == sorted(
+        ["old.gguf", "old.gguf.json", "gone.gguf.json", abandoned.name, "ansible-tmp-1"]
+    )
+    assert sorted(path.name for path in dirs["models"].iterdir()) == ["model.gguf"]
+    assert sorted(path.name for path in dirs["verified"].iterdir()) == ["model.gguf.json"]
+    assert kept_partial.exists() and (dirs["staging"] / ".ansible-tmp").is_dir()
+    assert prune(tmp_path, dirs)["changed"] is False
+    assert run(tmp_path, url=server, **base_args(dirs))["action"] == "verified-record"
+
+
+def test_prune_keeps_unused_model_files_when_told(tmp_path, dirs):
+    old = dirs["models"] / "old.gguf"
+    old.write_bytes(b"o")
+    record = dirs["verified"] / "old.gguf.json"
+    record.write_text("{}")
+    assert prune(tmp_path, dirs, models=False)["changed"] is False
+    assert old.exists() and record.exists()

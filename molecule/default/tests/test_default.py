@@ -287,6 +287,26 @@ def test_disk_space_preflight_stops_before_any_change(host):
     assert not host.file("/var/lib/llmrig/models/gemma-big.gguf").exists
 
 
+def test_unused_files_are_pruned_and_a_file_in_place_is_not_fetched_again(host):
+    """Files that left the fleet, their records and abandoned partials go (and the run says so); the model in
+    place whose record was lost is hashed and adopted, not copied again."""
+    host.run(
+        "set -e; cd /var/lib/llmrig; head -c 3000000 /dev/zero > models/dropped.gguf; echo {} > verified/dropped.gguf.json;"
+        f" head -c 2000000 /dev/zero > staging/{'e' * 64}.part; rm verified/{MODEL_FILE}.json"
+    )
+    returncode, output = _playbook_with_fleet(None)
+    assert returncode == 0, output[-3000:]
+    assert re.search(r"removed .*models/dropped\.gguf.*verified/dropped\.gguf\.json.*\.part \(4\.77 MB\)", output), (
+        output
+    )
+    staging = output.split("TASK [llmrig_models : Stage controller-side model files on the host]")[1].split("TASK [")[0]
+    assert "changed:" not in staging, staging
+    assert sorted(host.run("ls -A /var/lib/llmrig/models").stdout.split()) == [MODEL_FILE]
+    assert host.run("ls -A /var/lib/llmrig/staging").stdout.split() == []
+    assert host.file(f"/var/lib/llmrig/verified/{MODEL_FILE}.json").exists
+    assert complete("gemma-a", max_tokens=4)["usage"]["completion_tokens"] > 0
+
+
 @pytest.fixture
 def restore_fleet():
     """Put the group_vars fleet back after a test that deployed another one, so no test depends on order."""

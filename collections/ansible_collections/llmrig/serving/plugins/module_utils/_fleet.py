@@ -53,7 +53,7 @@ ENTRY_FIELDS = (
     "load_on_startup",
     "extra_args",
 )
-SOURCE_FIELDS = ("url", "path", "sha256", "file")
+SOURCE_FIELDS = ("url", "path", "sha256", "file", "size")
 SPECULATIVE_FIELDS = ("type", "draft_n_max", "draft_n_min", "draft_p_min", "cache_type_k", "cache_type_v", "model")
 # fleet sampling field -> llama-server option (long name without dashes)
 SAMPLING_OPTIONS = {
@@ -212,6 +212,9 @@ class _EntryChecker:
         if not isinstance(file_name, str) or not FILE_RE.match(file_name):
             raise self.fail(field + ".file", f"must be a plain file name (letters, digits, '._+-'), got {file_name!r}")
         location = {"url": url} if url is not None else {"path": path}
+        size = value.get("size")
+        if size is not None:
+            location["size"] = self.int_field(size, field + ".size", 1)
         return {**location, "sha256": sha.lower(), "file": file_name}
 
 
