@@ -291,7 +291,8 @@ def test_unused_files_are_pruned_and_a_file_in_place_is_not_fetched_again(host):
     """Files that left the fleet, their records and abandoned partials go (and the run says so); the model in
     place whose record was lost is hashed and adopted, not copied again."""
     host.run(
-        "set -e; cd /var/lib/llmrig; head -c 3000000 /dev/zero > models/dropped.gguf; echo {} > verified/dropped.gguf.json;"
+        "set -e; cd /var/lib/llmrig; head -c 3000000 /dev/zero > models/dropped.gguf;"
+        " echo {} > verified/dropped.gguf.json;"
         f" head -c 2000000 /dev/zero > staging/{'e' * 64}.part; rm verified/{MODEL_FILE}.json"
     )
     returncode, output = _playbook_with_fleet(None)
