@@ -177,3 +177,120 @@ def test_presets_template_refuses_a_reserved_global_option(tmp_path):
     assert status != 0
     assert "llmrig_gateway_global_options: option 'port': is managed by the gateway (llmrig_gateway_port)" in output
     assert not (tmp_path / "presets.ini").exists()
+
+
+def llamacpp_preflight(tmp_path: Path, smi: str | None, **role_vars) -> tuple[int, str]:
+    """The llama.cpp role's preflight on the controller with a stand-in nvidia-smi (a shell script that
+    prints what a real one prints in that state) or none on the PATH."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    if smi is not None:
+        (bin_dir / "nvidia-smi").write_text(f"#!/bin/sh\n{smi}\n")
+        (bin_dir / "nvidia-smi").chmod(0o755)
+    archive = tmp_path / "llama.cpp.tar.gz"
+    archive.write_bytes(b"not read by the preflight")
+    playbook = tmp_path / "llamacpp-preflight.yml"
+    play = {
+        "name": "llama.cpp preflight",
+        "hosts": "server",
+        "gather_facts": True,
+        "environment": {"PATH": f"{bin_dir}:/usr/bin:/bin"},
+        "vars": {"llmrig_llamacpp_source": "archive", "llmrig_llamacpp_archive_path": str(archive), **role_vars},
+        "tasks": [
+            {
+                "name": "Preflight",
+                "ansible.builtin.include_role": {"name": "llmrig_llamacpp", "tasks_from": "preflight"},
+            },
+            {
+                "name": "Show",
+                "ansible.builtin.debug": {
+                    "msg": "BUILD={{ __llmrig_llamacpp_backend }}:{{ __llmrig_llamacpp_cuda_archs }}:END"
+                    " ID={{ __llmrig_llamacpp_build_id }}:END"
+                    " COMMIT={{ __llmrig_llamacpp_git_commit | default('') }}:END"
+                },
+            },
+        ],
+    }
+    playbook.write_text(json.dumps([play]))
+    return ansible(tmp_path, ["ansible-playbook", str(playbook)], {"llm_servers": ["server"]})
+
+
+# Issue 10, defect 5: before the reboot (or with a broken driver) nvidia-smi's error text became the CUDA
+# architecture list, and with backend auto a failing nvidia-smi silently gave a CPU build.
+BROKEN_SMI = "echo 'NVIDIA-SMI has failed because it could not communicate with the NVIDIA driver.'; exit 9"
+
+
+@pytest.mark.parametrize("backend", ["auto", "cuda"])
+def test_failing_nvidia_smi_stops_the_build_with_a_clear_message(tmp_path, backend):
+    status, output = llamacpp_preflight(tmp_path, BROKEN_SMI, llmrig_llamacpp_backend=backend)
+    assert status != 0, output
+    assert "nvidia-smi --query-gpu=compute_cap failed (exit status 9)" in output, output
+    assert "could not communicate with the NVIDIA driver" in output
+    assert "BUILD=" not in output
+
+
+def test_nvidia_smi_text_that_is_no_compute_capability_is_refused(tmp_path):
+    status, output = llamacpp_preflight(tmp_path, "echo 'No devices were found'")
+    assert status != 0, output
+    assert "printed no" in output and "No devices were found" in output
+
+
+def test_compute_capabilities_become_the_architectures(tmp_path):
+    status, output = llamacpp_preflight(tmp_path, "printf '8.9\\n12.0\\n8.9\\n'")
+    assert status == 0, output
+    assert "BUILD=cuda:120;89:END" in output
+
+
+def test_no_nvidia_smi_means_a_cpu_build_and_explicit_architectures_need_no_probe(tmp_path):
+    status, output = llamacpp_preflight(tmp_path, None)
+    assert status == 0, output
+    assert "BUILD=cpu::END" in output
+    status, output = llamacpp_preflight(
+        tmp_path, BROKEN_SMI, llmrig_llamacpp_backend="cuda", llmrig_llamacpp_cuda_architectures="86"
+    )
+    assert status == 0, output
+    assert "BUILD=cuda:86:END" in output
+
+
+def build_id(output: str) -> str:
+    return output.split("ID=", 1)[1].split(":END", 1)[0]
+
+
+# Issue 10, defect 8: the build id ignored the CUDA toolkit and a moving git ref.
+def test_build_id_changes_with_the_cuda_toolkit_only_for_cuda_builds(tmp_path):
+    ids = {}
+    for backend in ("cuda", "cpu"):
+        for package in ("cuda-toolkit-12-8", "cuda-toolkit-13-0"):
+            status, output = llamacpp_preflight(
+                tmp_path,
+                None,
+                llmrig_llamacpp_backend=backend,
+                llmrig_llamacpp_cuda_architectures="89",
+                llmrig_llamacpp_cuda_toolkit_package=package,
+            )
+            assert status == 0, output
+            ids[backend, package] = build_id(output)
+    assert ids["cuda", "cuda-toolkit-12-8"] != ids["cuda", "cuda-toolkit-13-0"]
+    assert ids["cpu", "cuda-toolkit-12-8"] == ids["cpu", "cuda-toolkit-13-0"]
+
+
+def test_build_id_follows_the_commit_a_tag_points_to(tmp_path):
+    repo = tmp_path / "llama.cpp.git"
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    ids = []
+    for message in ("first", "second"):
+        subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", message], check=True)
+        subprocess.run([*git, "tag", "-f", "-a", "-m", message, "b1"], check=True, capture_output=True)
+        status, output = llamacpp_preflight(
+            tmp_path,
+            None,
+            llmrig_llamacpp_source="git",
+            llmrig_llamacpp_git_repo=str(repo),
+            llmrig_llamacpp_git_version="b1",
+        )
+        assert status == 0, output
+        ids.append(build_id(output))
+        head = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+        assert f"COMMIT={head}:END" in output  # the commit a clone checks out, not the tag object
+    assert ids[0] != ids[1]
