@@ -308,6 +308,26 @@ def test_unused_files_are_pruned_and_a_file_in_place_is_not_fetched_again(host):
     assert complete("gemma-a", max_tokens=4)["usage"]["completion_tokens"] > 0
 
 
+def test_build_cleanup_keeps_a_build_that_a_process_still_runs(host):
+    """With no builds kept for rollback, an idle old build goes but one a process runs from stays (the router
+    starts model processes from the binary it started with, until it is restarted)."""
+    builds = "/opt/llmrig/llama.cpp"
+    host.run(
+        f"set -e; for b in oldidle oldrunning; do mkdir -p {builds}/$b/bin; cp /bin/sleep {builds}/$b/bin/llama-server;"
+        f" touch -d '2020-01-01' {builds}/$b; done;"
+        f" systemd-run --unit=llmrig-test-oldbuild {builds}/oldrunning/bin/llama-server 900"
+    )
+    try:
+        returncode, output = _playbook_with_fleet(None, "-e", "llmrig_llamacpp_keep_builds=0")
+        assert returncode == 0, output[-3000:]
+        assert not host.file(f"{builds}/oldidle").exists
+        assert host.file(f"{builds}/oldrunning/bin/llama-server").exists
+        assert host.file(f"{builds}/current/bin/llama-server").exists
+    finally:
+        host.run(f"systemctl stop llmrig-test-oldbuild; rm -rf {builds}/oldidle {builds}/oldrunning")
+    assert complete("gemma-a", max_tokens=4)["usage"]["completion_tokens"] > 0
+
+
 @pytest.fixture
 def restore_fleet():
     """Put the group_vars fleet back after a test that deployed another one, so no test depends on order."""
