@@ -18,7 +18,13 @@ spec.loader.exec_module(tuning)
 
 
 class FakeGpu:
+    serial = 0
+
     def __init__(self, **kw):
+        FakeGpu.serial += 1
+        self.uuid = kw.get("uuid", f"GPU-0000000{FakeGpu.serial}-fake")
+        self.bus = kw.get("bus", f"00000000:0{FakeGpu.serial}:00.0")
+        self.failing = set(kw.get("failing", ()))  # operations that raise an NVML error other than unsupported
         self.persistence = kw.get("persistence", False)
         self.power = kw.get("power", 300.0)
         self.power_range = kw.get("power_range", (150.0, 360.0))
@@ -37,7 +43,15 @@ class FakeBackend:
     def _gpu(self, index, op):
         if op in self.gpus[index].unsupported:
             raise tuning.Unsupported(op)
+        if op in self.gpus[index].failing:
+            raise tuning.Failure(f"Insufficient Permissions ({op})")
         return self.gpus[index]
+
+    def uuid(self, index):
+        return self.gpus[index].uuid
+
+    def pci_bus_id(self, index):
+        return self.gpus[index].bus
 
     def count(self):
         return len(self.gpus)
@@ -153,19 +167,119 @@ def test_missing_gpu_index_fails_clearly():
     assert report.results[0].message == "only 1 GPU(s) present"
 
 
-def test_reset_restores_default_power_and_zero_offsets():
-    backend = FakeBackend(FakeGpu(power=250.0))
+def test_reset_restores_default_power_and_zero_offsets_on_every_gpu():
+    backend = FakeBackend(FakeGpu(power=250.0), FakeGpu(power=200.0))
     backend.gpus[0].offsets = {"memory": 1000, "graphics": 50}
+    backend.gpus[1].offsets = {"memory": 500, "graphics": 0}
     report = tuning.reset(backend, {"gpus": [{"index": 0, "memory_clock_offset_mhz": 1000}]})
     assert report.ok
-    assert backend.gpus[0].power == 320
-    assert backend.gpus[0].offsets == {"memory": 0, "graphics": 0}
+    assert [gpu.power for gpu in backend.gpus] == [320, 320]
+    assert [gpu.offsets for gpu in backend.gpus] == [{"memory": 0, "graphics": 0}] * 2
+
+
+# Issue 10, defect 6: NVML errors other than "not supported" aborted the run half-applied, silently.
+def test_an_nvml_error_fails_that_setting_and_the_rest_is_applied():
+    backend = FakeBackend(FakeGpu(failing={"power"}), FakeGpu())
+    config = {
+        "gpus": [
+            {"index": 0, "power_limit_w": 250, "memory_clock_offset_mhz": 800},
+            {"index": 1, "graphics_clock_offset_mhz": 100},
+        ]
+    }
+    report = tuning.apply(backend, config)
+    assert not report.ok
+    assert statuses(report) == {
+        (0, "power_limit_w"): "failed",
+        (0, "memory_clock_offset_mhz"): "applied",
+        (1, "graphics_clock_offset_mhz"): "applied",
+    }
+    assert "NVML error: Insufficient Permissions" in report.results[0].line()
+
+
+def test_cli_prints_every_result_and_fails_on_an_nvml_error(tmp_path, capsys):
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"gpus": [{"index": 0, "power_limit_w": 250, "memory_clock_offset_mhz": 800}]}))
+    backend = FakeBackend(FakeGpu(failing={"power"}))
+    argv = ["apply", "--config", str(config), "--state", str(tmp_path / "state.json")]
+    assert tuning.main(argv, lambda: backend) == 1
+    out = capsys.readouterr()
+    assert "gpu0 power_limit_w: failed" in out.err and "gpu0 memory_clock_offset_mhz: applied" in out.out
+
+
+# Issue 10, defect 6: settings followed the NVML index, so after a card was removed another one got them.
+def test_settings_follow_the_uuid_and_a_missing_card_gives_its_settings_to_nobody():
+    first, second = FakeGpu(uuid="GPU-aaaa"), FakeGpu(uuid="GPU-bbbb")
+    config = {"gpus": [{"index": 0, "uuid": "GPU-aaaa", "memory_clock_offset_mhz": 1500}]}
+    backend = FakeBackend(second)  # GPU-aaaa was removed; GPU-bbbb is index 0 now
+    report = tuning.apply(backend, config)
+    assert not report.ok
+    assert "GPU GPU-aaaa is not present" in report.results[0].message
+    assert second.offsets["memory"] == 0 and backend.writes == []
+    backend = FakeBackend(second, first)  # moved to another slot: index 1 now
+    assert tuning.apply(backend, config).ok
+    assert first.offsets["memory"] == 1500 and second.offsets["memory"] == 0
+
+
+def test_pci_bus_id_names_a_gpu_too():
+    first, second = FakeGpu(bus="00000000:01:00.0"), FakeGpu(bus="00000000:41:00.0")
+    config = {"gpus": [{"index": 0, "pci_bus_id": "00000000:41:00.0", "power_limit_w": 200}]}
+    assert tuning.apply(FakeBackend(first, second), config).ok
+    assert (first.power, second.power) == (300.0, 200)
+
+
+# Issue 10, defect 6: a setting removed from the config stayed on the GPU until a reboot.
+def test_a_setting_removed_from_the_config_is_restored_to_the_default():
+    gpu = FakeGpu(uuid="GPU-aaaa")
+    backend = FakeBackend(gpu)
+    state: dict = {}
+    tuned = {"uuid": "GPU-aaaa", "index": 0, "power_limit_w": 250, "memory_clock_offset_mhz": 1000}
+    assert tuning.apply(backend, {"gpus": [tuned]}, state).ok
+    assert state["gpus"]["GPU-aaaa"]["set"] == {"power_limit_w": 250, "memory_clock_offset_mhz": 1000}
+    report = tuning.apply(backend, {"gpus": [{"uuid": "GPU-aaaa", "index": 0, "power_limit_w": 250}]}, state)
+    assert statuses(report) == {(0, "power_limit_w"): "unchanged", (0, "memory_clock_offset_mhz"): "restored"}
+    assert gpu.offsets["memory"] == 0
+    report = tuning.apply(backend, {"gpus": []}, state)
+    assert statuses(report) == {(0, "power_limit_w"): "restored"}
+    assert gpu.power == 320 and state["gpus"] == {}
+    backend.writes.clear()
+    assert tuning.apply(backend, {"gpus": []}, state).results == [] and backend.writes == []
+
+
+def test_the_duty_to_restore_waits_for_a_card_that_is_away():
+    gpu = FakeGpu(uuid="GPU-aaaa")
+    state: dict = {}
+    tuning.apply(FakeBackend(gpu), {"gpus": [{"uuid": "GPU-aaaa", "index": 0, "power_limit_w": 250}]}, state)
+    assert tuning.apply(FakeBackend(), {"gpus": []}, state).results == []
+    assert state["gpus"]["GPU-aaaa"]["set"] == {"power_limit_w": 250}
+    report = tuning.apply(FakeBackend(gpu), {"gpus": []}, state)
+    assert statuses(report) == {(0, "power_limit_w"): "restored"} and gpu.power == 320
+
+
+# Issue 10, defect 6: after a failed run the textfile kept the previous boot's values.
+def test_textfile_is_rewritten_after_a_failure(tmp_path):
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"gpus": [{"index": 0, "power_limit_w": 999}]}))
+    out = tmp_path / "llmrig_gpu_tuning.prom"
+    out.write_text('llmrig_gpu_power_limit_watts{gpu="0"} 250\nllmrig_gpu_tuning_success 1\n')
+    argv = ["apply", "--config", str(config), "--state", str(tmp_path / "s.json"), "--textfile", str(out)]
+    assert tuning.main(argv, lambda: FakeBackend(FakeGpu())) == 1
+    lines = out.read_text().splitlines()
+    assert "llmrig_gpu_tuning_success 0" in lines and 'llmrig_gpu_power_limit_watts{gpu="0"} 300' in lines
+
+    class Broken(FakeBackend):
+        def count(self):
+            raise tuning.Failure("GPU is lost")
+
+    assert tuning.main(argv, lambda: Broken(FakeGpu())) == 1
+    lines = out.read_text().splitlines()
+    assert "llmrig_gpu_tuning_success 0" in lines
+    assert not [line for line in lines if line.startswith("llmrig_gpu_power")]
 
 
 def test_status_shows_current_and_configured():
     backend = FakeBackend(FakeGpu(unsupported={"graphics"}))
     lines = tuning.status(backend, {"gpus": [{"index": 0, "power_limit_w": 250}]})
-    assert lines[0] == "gpu0 Fake GPU 0"
+    assert lines[0] == f"gpu0 Fake GPU 0 {backend.gpus[0].uuid}"
     assert any("power_limit_w" in line and "current 300" in line and "configured 250" in line for line in lines)
     assert any("graphics_clock_offset_mhz" in line and "unsupported" in line for line in lines)
 
@@ -185,7 +299,8 @@ def test_cli_without_driver_exits_cleanly(tmp_path, capsys):
 def test_cli_exit_codes(tmp_path, command, code):
     config = tmp_path / "c.json"
     config.write_text(json.dumps({"gpus": [{"index": 0, "power_limit_w": 999}]}))
-    assert tuning.main([command, "--config", str(config)], backend_factory=lambda: FakeBackend(FakeGpu())) == code
+    argv = [command, "--config", str(config), "--state", str(tmp_path / "state.json")]
+    assert tuning.main(argv, backend_factory=lambda: FakeBackend(FakeGpu())) == code
 
 
 def test_textfile_reports_what_the_gpus_hold_after_apply(tmp_path):
@@ -194,7 +309,8 @@ def test_textfile_reports_what_the_gpus_hold_after_apply(tmp_path):
     config_file = tmp_path / "gpu-tuning.json"
     config_file.write_text(json.dumps(config))
     out = tmp_path / "llmrig_gpu_tuning.prom"
-    assert tuning.main(["apply", "--config", str(config_file), "--textfile", str(out)], lambda: backend) == 0
+    argv = ["apply", "--config", str(config_file), "--state", str(tmp_path / "s.json"), "--textfile", str(out)]
+    assert tuning.main(argv, lambda: backend) == 0
     lines = out.read_text().splitlines()
     assert 'llmrig_gpu_power_limit_watts{gpu="0"} 250' in lines
     assert 'llmrig_gpu_power_limit_watts{gpu="1"} 300' in lines

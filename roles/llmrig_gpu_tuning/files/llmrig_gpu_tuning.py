@@ -3,16 +3,21 @@
 
     llmrig-gpu-tuning status   configured vs current values of every GPU
     llmrig-gpu-tuning apply    set what the config asks for, then read every value back
-    llmrig-gpu-tuning reset    power limit to the default, clock offsets to 0
+    llmrig-gpu-tuning reset    power limit to the default, clock offsets to 0, on every GPU
 
-With --textfile PATH, every command then writes the values read back (power limit, clock offsets) in the
-Prometheus text format, for the node exporter's textfile collector (the llmrig GPU dashboard shows them).
+With --textfile PATH, every command then writes the values read back (power limit, clock offsets) and
+whether the run succeeded in the Prometheus text format, for the node exporter's textfile collector (the
+llmrig GPU dashboard shows them). The file is rewritten after every run, a failed one included.
 
-The config (JSON, rendered by the llmrig_gpu_tuning role) lists GPUs by index; a value that is null or
-absent is left alone, so an empty config changes nothing. nvidia-smi cannot set clock offsets on Linux,
-hence NVML (nvidia-ml-py). An operation the GPU or driver does not support is refused with a message and
-the others are still applied. On a host without an NVIDIA driver every command says so and exits 0, so
-the boot-time oneshot never fails a boot.
+The config (JSON, rendered by the llmrig_gpu_tuning role) names each GPU by its UUID (or PCI bus id), with
+the NVML index it had when the config was written; a GPU named that way gets its settings wherever it is
+now, and a GPU that is not there gets nothing (no other card inherits its settings). An entry with an index
+only is matched by index. A value that is null or absent is left alone, except one that apply set on an
+earlier run (recorded in --state): that one is restored to the default (power limit) or 0 (offsets).
+nvidia-smi cannot set clock offsets on Linux, hence NVML (nvidia-ml-py). An operation the GPU or driver
+does not support is refused with a message; any other NVML error fails that one setting, and the others are
+still applied. On a host without an NVIDIA driver every command says so and exits 0, so the boot-time
+oneshot never fails a boot.
 """
 
 from __future__ import annotations
@@ -26,12 +31,19 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 DEFAULT_CONFIG = "/etc/llmrig/gpu-tuning.json"
+DEFAULT_STATE = "/var/lib/llmrig/gpu-tuning-state.json"
 SETTINGS = ("persistence_mode", "power_limit_w", "memory_clock_offset_mhz", "graphics_clock_offset_mhz")
 CLOCKS = {"memory_clock_offset_mhz": "memory", "graphics_clock_offset_mhz": "graphics"}
+# what apply restores when a setting leaves the config (persistence is nvidia-persistenced's)
+RESTORED = ("power_limit_w", *CLOCKS)
 
 
 class Unsupported(Exception):
     """The GPU or driver does not support the operation."""
+
+
+class Failure(Exception):
+    """Any other NVML error (no permission, GPU lost, unknown error): that operation failed."""
 
 
 class NoDriver(Exception):
@@ -43,6 +55,8 @@ class Backend(Protocol):
 
     def count(self) -> int: ...
     def name(self, index: int) -> str: ...
+    def uuid(self, index: int) -> str: ...
+    def pci_bus_id(self, index: int) -> str: ...
     def get_persistence(self, index: int) -> bool: ...
     def set_persistence(self, index: int, enabled: bool) -> None: ...
     def get_power_limit_w(self, index: int) -> float: ...
@@ -55,9 +69,9 @@ class Backend(Protocol):
 
 @dataclass
 class Result:
-    gpu: int
+    gpu: int | str  # NVML index, or the configured name of a GPU that is not there
     setting: str
-    status: str  # applied | unchanged | refused | failed
+    status: str  # applied | unchanged | restored | refused | failed
     wanted: Any = None
     current: Any = None
     message: str = ""
@@ -121,64 +135,165 @@ def apply_setting(backend: Backend, index: int, setting: str, wanted: Any, pstat
         current = _read(backend, index, setting, pstate)
     except Unsupported as exc:
         return Result(index, setting, "refused", wanted, None, f"not supported by this GPU or driver ({exc})")
+    except Failure as exc:
+        return Result(index, setting, "failed", wanted, None, f"NVML error: {exc}")
     if current != wanted:
         return Result(index, setting, "failed", wanted, current, "the GPU did not keep the value")
     return Result(index, setting, "applied", wanted, current)
 
 
-def apply(backend: Backend, config: dict[str, Any]) -> Report:
+def present_gpus(backend: Backend) -> list[dict[str, Any]]:
+    """Index, UUID and PCI bus id of every GPU NVML sees now."""
+    gpus = []
+    for index in range(backend.count()):
+        gpus.append({"index": index, "uuid": backend.uuid(index), "pci_bus_id": backend.pci_bus_id(index).lower()})
+    return gpus
+
+
+def gpu_key(gpu: dict[str, Any]) -> str:
+    """How a configured GPU is named: its UUID, else its PCI bus id, else its index."""
+    if gpu.get("uuid"):
+        return str(gpu["uuid"])
+    if gpu.get("pci_bus_id"):
+        return str(gpu["pci_bus_id"]).lower()
+    return f"index:{gpu['index']}"
+
+
+def locate(present: list[dict[str, Any]], gpu: dict[str, Any]) -> tuple[int | None, str]:
+    """The NVML index of a configured GPU now, or None and why it gets nothing."""
+    for name in ("uuid", "pci_bus_id"):
+        if gpu.get(name):
+            wanted = str(gpu[name]).lower()
+            for card in present:
+                if card[name].lower() == wanted:
+                    return card["index"], ""
+            return None, f"GPU {gpu[name]} is not present (removed or replaced?): nothing applied to it"
+    index = gpu.get("index")
+    if not isinstance(index, int) or not 0 <= index < len(present):
+        return None, f"only {len(present)} GPU(s) present"
+    return index, ""
+
+
+def configured(gpu: dict[str, Any]) -> dict[str, Any]:
+    return {setting: gpu[setting] for setting in SETTINGS if gpu.get(setting) is not None}
+
+
+def restore_value(backend: Backend, index: int, setting: str) -> Any:
+    return round(backend.default_power_limit_w(index)) if setting == "power_limit_w" else 0
+
+
+def apply(backend: Backend, config: dict[str, Any], state: dict[str, Any] | None = None) -> Report:
+    """Apply the config, and restore what `state` (the record of earlier applies) set that the config no
+    longer sets. Afterwards `state["gpus"]` maps each GPU name to {"pstate", "set": {setting: value}}."""
     report = Report()
-    count = backend.count()
+    state = state if state is not None else {}
+    previous: dict[str, dict[str, Any]] = state.get("gpus", {})
+    present = present_gpus(backend)
+    now: dict[str, dict[str, Any]] = {}
     for gpu in config.get("gpus", []):
-        index = gpu["index"]
-        if index >= count:
-            report.results.append(Result(index, "gpu", "failed", message=f"only {count} GPU(s) present"))
+        key, settings, pstate = gpu_key(gpu), configured(gpu), gpu.get("pstate", 0)
+        index, problem = locate(present, gpu)
+        if index is None:
+            report.results.append(Result(gpu.get("uuid") or gpu.get("index", "?"), "gpu", "failed", message=problem))
+            if key in previous:
+                now[key] = previous[key]  # still to be restored once the card is back
             continue
-        pstate = gpu.get("pstate", 0)
-        for setting in SETTINGS:
-            if gpu.get(setting) is not None:
-                report.results.append(apply_setting(backend, index, setting, gpu[setting], pstate))
+        now[key] = {"pstate": pstate, "set": {name: settings[name] for name in RESTORED if name in settings}}
+        for setting, wanted in settings.items():
+            report.results.append(apply_setting(backend, index, setting, wanted, pstate))
+    for key, entry in previous.items():
+        gone = [name for name in entry.get("set", {}) if name not in now.get(key, {}).get("set", {})]
+        if not gone:
+            continue
+        index, _problem = locate(present, _name_of(key))
+        if index is None:  # the card is away: the duty to restore stays until it is back
+            kept = now.setdefault(key, {"pstate": entry.get("pstate", 0), "set": {}})
+            kept["set"].update({name: entry["set"][name] for name in gone})
+            continue
+        for setting in gone:
+            report.results.append(_restore(backend, index, setting, entry.get("pstate", 0)))
+    state["gpus"] = {key: entry for key, entry in now.items() if entry["set"]}
     return report
+
+
+def _name_of(key: str) -> dict[str, Any]:
+    if key.startswith("index:"):
+        return {"index": int(key.split(":", 1)[1])}
+    return {"uuid": key} if key.upper().startswith("GPU-") else {"pci_bus_id": key}
+
+
+def _restore(backend: Backend, index: int, setting: str, pstate: int) -> Result:
+    try:
+        default = restore_value(backend, index, setting)
+    except (Unsupported, Failure) as exc:
+        return Result(index, setting, "failed", message=f"no longer configured, but its default is unknown: {exc}")
+    result = apply_setting(backend, index, setting, default, pstate)
+    if result.status in ("applied", "unchanged"):
+        result.status = "restored"
+        result.message = "no longer configured: back to the default"
+    return result
 
 
 def reset(backend: Backend, config: dict[str, Any]) -> Report:
-    """Default power limit and zero offsets on every configured GPU (persistence is left to its daemon)."""
+    """Default power limit and zero offsets on every GPU present (persistence is left to its daemon)."""
     report = Report()
+    present = present_gpus(backend)
+    pstates = {}
     for gpu in config.get("gpus", []):
-        index, pstate = gpu["index"], gpu.get("pstate", 0)
-        if index >= backend.count():
-            continue
-        try:
-            default = round(backend.default_power_limit_w(index))
-        except Unsupported as exc:
-            report.results.append(Result(index, "power_limit_w", "refused", message=str(exc)))
-        else:
-            report.results.append(apply_setting(backend, index, "power_limit_w", default, pstate))
-        for setting in CLOCKS:
-            report.results.append(apply_setting(backend, index, setting, 0, pstate))
+        index, _problem = locate(present, gpu)
+        if index is not None:
+            pstates[index] = gpu.get("pstate", 0)
+    for card in present:
+        index = card["index"]
+        for setting in RESTORED:
+            report.results.append(_restore(backend, index, setting, pstates.get(index, 0)))
     return report
 
 
+def by_index(backend: Backend, config: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    """The config entry of each GPU present, found by UUID, PCI bus id or index."""
+    present = present_gpus(backend)
+    found = {}
+    for gpu in config.get("gpus", []):
+        index, _problem = locate(present, gpu)
+        if index is not None:
+            found[index] = gpu
+    return found
+
+
 def status(backend: Backend, config: dict[str, Any]) -> list[str]:
-    configured = {gpu["index"]: gpu for gpu in config.get("gpus", [])}
+    entries = by_index(backend, config)
     lines = []
     for index in range(backend.count()):
-        gpu = configured.get(index, {})
+        gpu = entries.get(index, {})
         pstate = gpu.get("pstate", 0)
-        lines.append(f"gpu{index} {backend.name(index)}")
+        lines.append(f"gpu{index} {backend.name(index)} {backend.uuid(index)}")
         for setting in SETTINGS:
             try:
                 current: Any = _read(backend, index, setting, pstate)
             except Unsupported:
                 current = "unsupported"
+            except Failure as exc:
+                current = f"error ({exc})"
             wanted = gpu.get(setting)
             lines.append(f"  {setting:<28} current {current!s:<12} configured {'-' if wanted is None else wanted}")
     return lines
 
 
-def textfile(backend: Backend, config: dict[str, Any]) -> str:
-    """The current power limit and clock offsets of every GPU, as Prometheus text exposition."""
-    pstates = {gpu["index"]: gpu.get("pstate", 0) for gpu in config.get("gpus", [])}
+def _success_lines(ok: bool) -> list[str]:
+    return [
+        "# HELP llmrig_gpu_tuning_success 1 when the last llmrig-gpu-tuning run set and read back every value.\n",
+        "# TYPE llmrig_gpu_tuning_success gauge\n",
+        f"llmrig_gpu_tuning_success {int(ok)}\n",
+    ]
+
+
+def textfile(backend: Backend | None, config: dict[str, Any], ok: bool = True) -> str:
+    """The current power limit and clock offsets of every GPU and whether the run succeeded, as Prometheus
+    text exposition. Without a backend (no driver, or NVML failed) only the success line: no old values."""
+    if backend is None:
+        return "".join(_success_lines(ok))
+    pstates = {index: gpu.get("pstate", 0) for index, gpu in by_index(backend, config).items()}
     power, offsets = [], []
     for index in range(backend.count()):
         pstate = pstates.get(index, 0)
@@ -186,10 +301,15 @@ def textfile(backend: Backend, config: dict[str, Any]) -> str:
             power.append(f'llmrig_gpu_power_limit_watts{{gpu="{index}"}} {backend.get_power_limit_w(index):g}')
         except Unsupported:
             pass
+        except Failure:
+            ok = False
         for setting, clock in CLOCKS.items():
             try:
                 current = _read(backend, index, setting, pstate)
             except Unsupported:
+                continue
+            except Failure:
+                ok = False
                 continue
             offsets.append(f'llmrig_gpu_clock_offset_mhz{{gpu="{index}",clock="{clock}",pstate="{pstate}"}} {current}')
     return "".join(
@@ -200,6 +320,7 @@ def textfile(backend: Backend, config: dict[str, Any]) -> str:
             "# HELP llmrig_gpu_clock_offset_mhz Clock offset read back through NVML by llmrig-gpu-tuning.\n",
             "# TYPE llmrig_gpu_clock_offset_mhz gauge\n",
             *(line + "\n" for line in offsets),
+            *_success_lines(ok),
         ]
     )
 
@@ -238,17 +359,27 @@ class PynvmlBackend:
         except self.nvml.NVMLError as exc:
             if exc.value in (self.nvml.NVML_ERROR_NOT_SUPPORTED, self.nvml.NVML_ERROR_FUNCTION_NOT_FOUND):
                 raise Unsupported(str(exc)) from exc
-            raise
+            raise Failure(str(exc)) from exc
 
     def _handle(self, index: int) -> Any:
-        return self.nvml.nvmlDeviceGetHandleByIndex(index)
+        return self._call(self.nvml.nvmlDeviceGetHandleByIndex, index)
+
+    @staticmethod
+    def _text(value: Any) -> str:
+        return value.decode() if isinstance(value, bytes) else str(value)
 
     def count(self) -> int:
-        return int(self.nvml.nvmlDeviceGetCount())
+        return int(self._call(self.nvml.nvmlDeviceGetCount))
 
     def name(self, index: int) -> str:
-        name = self.nvml.nvmlDeviceGetName(self._handle(index))
-        return name.decode() if isinstance(name, bytes) else str(name)
+        return self._text(self._call(self.nvml.nvmlDeviceGetName, self._handle(index)))
+
+    def uuid(self, index: int) -> str:
+        return self._text(self._call(self.nvml.nvmlDeviceGetUUID, self._handle(index)))
+
+    def pci_bus_id(self, index: int) -> str:
+        info = self._call(self.nvml.nvmlDeviceGetPciInfo, self._handle(index))
+        return self._text(info.busId)
 
     def get_persistence(self, index: int) -> bool:
         return bool(self._call(self.nvml.nvmlDeviceGetPersistenceMode, self._handle(index)))
@@ -306,32 +437,77 @@ class PynvmlBackend:
             self._call(setter, self._handle(index), mhz)
 
 
+def load_state(path: str) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            state = json.load(handle)
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        print(f"llmrig-gpu-tuning: {path} is unreadable ({exc}); starting a new record", flush=True)
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
+def save_state(path: str, state: dict[str, Any]) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    temporary = f"{path}.{os.getpid()}.tmp"
+    with open(temporary, "w", encoding="utf-8") as handle:
+        json.dump(state, handle, indent=2, sort_keys=True)
+    os.replace(temporary, path)
+
+
+def run(command: str, backend: Backend, config: dict[str, Any], state_path: str) -> tuple[Report | None, list[str]]:
+    """One command; the report (None for status) and the lines to print."""
+    if command == "status":
+        return None, status(backend, config)
+    if command == "apply":
+        state = load_state(state_path)
+        report = apply(backend, config, state)
+        save_state(state_path, state)
+    else:
+        report = reset(backend, config)
+        save_state(state_path, {"gpus": {}})
+    lines = [result.line() for result in report.results]
+    return report, lines or [f"llmrig-gpu-tuning: no settings configured; nothing to {command}"]
+
+
 def main(argv: list[str] | None = None, backend_factory: Any = PynvmlBackend) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["status", "apply", "reset"])
     parser.add_argument("--config", default=DEFAULT_CONFIG)
+    parser.add_argument("--state", default=DEFAULT_STATE, help="record of what apply set (restored when unset)")
     parser.add_argument("--textfile", help="afterwards, write the values read back here (Prometheus text format)")
     opts = parser.parse_args(argv)
     with open(opts.config, encoding="utf-8") as handle:
         config = json.load(handle)
+    backend = None
+    ok = False
     try:
         backend = backend_factory()
+        report, lines = run(opts.command, backend, config, opts.state)
+        ok = report is None or report.ok
+        for result, line in zip(report.results if report else [], lines, strict=False):
+            print(line, file=sys.stdout if result.status != "failed" else sys.stderr, flush=True)
+        if report is None or not report.results:
+            print("\n".join(lines), flush=True)
+        return 0 if ok else 1
     except NoDriver as exc:
         print(f"llmrig-gpu-tuning: {exc}; nothing to {opts.command}", flush=True)
+        ok = True
         return 0
-    if opts.command == "status":
-        print("\n".join(status(backend, config)), flush=True)
+    except Failure as exc:
+        print(f"llmrig-gpu-tuning: NVML error: {exc}; {opts.command} stopped", file=sys.stderr, flush=True)
+        backend = None
+        return 1
+    finally:
         if opts.textfile:
-            write_textfile(opts.textfile, textfile(backend, config))
-        return 0
-    report = apply(backend, config) if opts.command == "apply" else reset(backend, config)
-    if opts.textfile:
-        write_textfile(opts.textfile, textfile(backend, config))
-    if not report.results:
-        print(f"llmrig-gpu-tuning: no settings configured; nothing to {opts.command}", flush=True)
-    for result in report.results:
-        print(result.line(), file=sys.stdout if result.status != "failed" else sys.stderr, flush=True)
-    return 0 if report.ok else 1
+            try:
+                text = textfile(backend, config, ok)
+            except Failure as exc:
+                print(f"llmrig-gpu-tuning: NVML error while reading back: {exc}", file=sys.stderr, flush=True)
+                text = textfile(None, config, False)
+            write_textfile(opts.textfile, text)
 
 
 if __name__ == "__main__":
