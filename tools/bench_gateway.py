@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import statistics
 import subprocess
 import sys
@@ -135,7 +136,9 @@ def unload_all(router: Client) -> None:
 
 
 def start_direct(args: list[str], port: int) -> subprocess.Popen:
-    return subprocess.Popen(with_port(args, port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # GPUs in PCI order, as the gateway's unit, nvidia-smi and the planner number them
+    env = dict(os.environ, CUDA_DEVICE_ORDER="PCI_BUS_ID")
+    return subprocess.Popen(with_port(args, port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
 
 
 def stop(proc: subprocess.Popen) -> None:

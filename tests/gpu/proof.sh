@@ -86,7 +86,7 @@ echo "== gateway (the unit's ExecStart, as the service user)"
 cmd=$(sed -n 's/^ExecStart=//p' /etc/systemd/system/llmrig-gateway.service)
 # shellcheck disable=SC2086
 chown llmrig "$work/cache"
-LLAMA_CACHE="$work/cache" setsid runuser -u llmrig -- $cmd > "$out/gateway.log" 2>&1 &
+CUDA_DEVICE_ORDER=PCI_BUS_ID LLAMA_CACHE="$work/cache" setsid runuser -u llmrig -- $cmd > "$out/gateway.log" 2>&1 &
 gateway=$!
 trap 'kill -- -"$gateway" 2>/dev/null || kill "$gateway" 2>/dev/null || true' EXIT
 printf '{"gpus": [{"index": 0}]}\n' > "$work/tuning.json"

@@ -294,3 +294,72 @@ def test_build_id_follows_the_commit_a_tag_points_to(tmp_path):
         head = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
         assert f"COMMIT={head}:END" in output  # the commit a clone checks out, not the tag object
     assert ids[0] != ids[1]
+
+
+def gateway_unit(tmp_path: Path, systemd_version: int, cuda: bool) -> str:
+    """The gateway's systemd unit rendered by Ansible from the role's template and its real inputs."""
+    dest = tmp_path / f"unit-{systemd_version}-{cuda}.service"
+    play = {
+        "name": "Render the gateway unit",
+        "hosts": "server",
+        "gather_facts": False,
+        "vars_files": [
+            str(REPO / "roles/llmrig_gateway/defaults/main.yml"),
+            str(REPO / "roles/llmrig_gateway/vars/main.yml"),
+        ],
+        "vars": {"llmrig_planner_plan": {"models_max": 1, "fit": True}, "_llmrig_gateway_cuda": cuda},
+        "tasks": [
+            {
+                "name": "Render",
+                "ansible.builtin.template": {
+                    "src": str(REPO / "roles/llmrig_gateway/templates/etc/systemd/system/llmrig-gateway.service.j2"),
+                    "dest": str(dest),
+                    "mode": "0644",
+                },
+            }
+        ],
+    }
+    playbook = tmp_path / "unit.yml"
+    playbook.write_text(json.dumps([play]))
+    status, output = ansible(
+        tmp_path,
+        ["ansible-playbook", str(playbook), "-e", f"_llmrig_gateway_systemd_version={systemd_version}"],
+        {"llm_servers": ["server"]},
+    )
+    assert status == 0, output
+    return dest.read_text()
+
+
+def directives(unit: str) -> list[str]:
+    return [line for line in unit.splitlines() if line and not line.startswith("#")]
+
+
+# Issue 10, defect 1: ProtectClock before systemd 252 blocks /dev/nvidia* (systemd PR 25075); CUDA's device
+# order differs from nvidia-smi's; nothing loaded nvidia_uvm.
+@pytest.mark.parametrize(("version", "protect_clock"), [(249, False), (251, False), (252, True), (257, True)])
+def test_protect_clock_only_where_systemd_does_not_block_devices_with_it(tmp_path, version, protect_clock):
+    lines = directives(gateway_unit(tmp_path, version, cuda=True))
+    assert ("ProtectClock=true" in lines) is protect_clock
+    assert "ProtectKernelModules=true" in lines  # the rest of the sandbox stays
+
+
+@pytest.mark.parametrize("cuda", [True, False])
+def test_models_see_the_gpus_in_pci_order_and_cuda_builds_check_nvidia_uvm(tmp_path, cuda):
+    lines = directives(gateway_unit(tmp_path, 252, cuda=cuda))
+    assert "Environment=CUDA_DEVICE_ORDER=PCI_BUS_ID" in lines
+    pre = [line for line in lines if line.startswith("ExecStartPre=")]
+    if cuda:
+        assert len(pre) == 1 and pre[0].startswith("ExecStartPre=+/bin/sh -c ")
+        assert "nvidia-modprobe -u -c=0" in pre[0] and "test -c /dev/nvidia-uvm" in pre[0]
+    else:
+        assert pre == []
+
+
+def test_the_nvidia_uvm_check_fails_with_its_message_when_the_device_is_missing(tmp_path):
+    (pre,) = [line for line in directives(gateway_unit(tmp_path, 252, cuda=True)) if line.startswith("ExecStartPre=")]
+    script = pre.split("ExecStartPre=+/bin/sh -c ", 1)[1].strip("'")
+    if Path("/dev/nvidia-uvm").exists():
+        pytest.skip("this host has /dev/nvidia-uvm")
+    result = subprocess.run(["/bin/sh", "-c", script], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
+    assert result.returncode == 1
+    assert "/dev/nvidia-uvm is missing" in result.stderr

@@ -104,7 +104,10 @@ def main() -> int:
             "--port",
             str(free_port()),
         ]
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
+        env = dict(os.environ, CUDA_DEVICE_ORDER="PCI_BUS_ID")  # as the gateway's unit runs it
+        proc = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=die_with_parent, env=env
+        )
         ready, output = wait_until_listening(proc, timeout)
         if ready:
             return 0
