@@ -363,3 +363,22 @@ def test_the_nvidia_uvm_check_fails_with_its_message_when_the_device_is_missing(
     result = subprocess.run(["/bin/sh", "-c", script], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
     assert result.returncode == 1
     assert "/dev/nvidia-uvm is missing" in result.stderr
+
+
+def smi_with_driver(version: str) -> str:
+    return f'case "$*" in *compute_cap*) echo 8.9;; *driver_version*) echo {version};; *) exit 6;; esac'
+
+
+# Issue 10, defect 4: the pinned CUDA 13 toolkit cannot work with Debian's 535 driver; say so before building.
+def test_a_cuda_toolkit_too_new_for_the_driver_is_refused(tmp_path):
+    status, output = llamacpp_preflight(
+        tmp_path, smi_with_driver("535.247.01"), llmrig_llamacpp_cuda_toolkit_package="cuda-toolkit-13-0"
+    )
+    assert status != 0, output
+    assert "cuda-toolkit-13-0 needs NVIDIA driver branch 580 or newer, but this host runs 535.247.01" in output
+    for driver, package in (("580.95.05", "cuda-toolkit-13-0"), ("535.247.01", "cuda-toolkit-12-8")):
+        status, output = llamacpp_preflight(
+            tmp_path, smi_with_driver(driver), llmrig_llamacpp_cuda_toolkit_package=package
+        )
+        assert status == 0, output
+        assert "BUILD=cuda:89:END" in output
