@@ -236,7 +236,8 @@ def test_nvidia_smi_text_that_is_no_compute_capability_is_refused(tmp_path):
 
 
 def test_compute_capabilities_become_the_architectures(tmp_path):
-    status, output = llamacpp_preflight(tmp_path, "printf '8.9\\n12.0\\n8.9\\n'")
+    smi = "case \"$*\" in *compute_cap*) printf '8.9\\n12.0\\n8.9\\n';; *driver_version*) echo 580.95.05;; esac"
+    status, output = llamacpp_preflight(tmp_path, smi)
     assert status == 0, output
     assert "BUILD=cuda:120;89:END" in output
 

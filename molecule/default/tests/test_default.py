@@ -45,6 +45,8 @@ def test_service_runs_unprivileged_and_sandboxed(host):
     assert props["NoNewPrivileges"] == "yes"
     assert props["ProtectSystem"] == "strict"
     assert props["ProtectHome"] == "yes"
+    assert props["ProtectClock"] == "yes"  # Debian 12 has systemd 252, where it blocks no GPU device
+    assert "CUDA_DEVICE_ORDER=PCI_BUS_ID" in props["Environment"]
     assert props["Restart"] == "on-failure"
     command = props["ExecStart"]
     assert "--api-key-file /etc/llmrig/api-key" in command

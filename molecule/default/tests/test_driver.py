@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from llmrig_testlib import TEST_HOST, run_playbook
 
 PACKAGES = ["nvidia-open-kernel-dkms", "nvidia-smi", "nvidia-persistenced", "libcuda1", "firmware-misc-nonfree"]
 
@@ -47,3 +50,22 @@ def test_nvidia_smi_installed_but_no_driver_here(host):
     result = host.run("nvidia-smi")
     assert result.rc != 0
     assert "couldn't communicate with the NVIDIA driver" in (result.stdout + result.stderr)
+
+
+def test_a_branch_change_releases_the_holds_and_installs_the_requested_branch(host):
+    """Debian carries one branch, so the earlier branch is the record's: a host that ran 530 before. The
+    role must see the change, release its own holds, install the requested branch, record and hold it."""
+    host.run("echo 530 > /var/lib/llmrig-nvidia-driver-branch")
+    returncode, output = run_playbook(TEST_HOST, ["nvidia_gpus"], "gpu.yml")
+    assert returncode == 0, output[-3000:]
+    flat = re.sub(r"\s+", " ", output)
+    assert "NVIDIA driver branch 530 -> 535 installed" in flat, output
+    released = output.split("TASK [llmrig_nvidia_driver : Release the holds for the branch change]")[1].split("TASK [")[
+        0
+    ]
+    assert "changed: [" in released and "nvidia-smi" in released, released
+    assert host.file("/var/lib/llmrig-nvidia-driver-branch").content_string == "535\n"
+    assert set(PACKAGES) <= set(host.run("apt-mark showhold").stdout.split())
+    returncode, output = run_playbook(TEST_HOST, ["nvidia_gpus"], "gpu.yml")
+    assert returncode == 0, output[-3000:]
+    assert "-> 535 installed" not in re.sub(r"\s+", " ", output)
