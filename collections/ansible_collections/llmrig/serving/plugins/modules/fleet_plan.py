@@ -23,11 +23,6 @@ version_added: 0.2.0
 author: llmrig authors
 requirements:
   - gguf (Python package) on the controller, when GPUs are given
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: none
 options:
   fleet:
     description: The fleet, a list of model entries (see group_vars/all/fleet.yml).
@@ -60,6 +55,8 @@ options:
   json_path:
     description: Also write the plan as JSON to this controller path.
     type: path
+extends_documentation_fragment:
+  - llmrig.serving.attributes
 """
 
 EXAMPLES = r"""

@@ -23,11 +23,6 @@ description:
     so it is not counted as needed.
 version_added: 0.1.0
 author: llmrig authors
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: none
 options:
   dest:
     description: Final path of the model file.
@@ -66,6 +61,7 @@ options:
     type: int
     default: 60
 extends_documentation_fragment:
+  - llmrig.serving.attributes
   - ansible.builtin.files
 """
 

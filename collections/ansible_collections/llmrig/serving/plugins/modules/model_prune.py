@@ -19,11 +19,6 @@ description:
     the disk-space preflight counts as free.
 version_added: 0.3.1
 author: llmrig authors
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: none
 options:
   models_dir:
     description: Directory of verified model files.
@@ -50,6 +45,8 @@ options:
     description: Name of the upload scratch directory inside O(staging_dir); what is in it is removed.
     type: str
     default: .ansible-tmp
+extends_documentation_fragment:
+  - llmrig.serving.attributes
 """
 
 EXAMPLES = r"""
