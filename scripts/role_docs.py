@@ -24,7 +24,10 @@ def table(options: dict) -> str:
     for name, spec in options.items():
         default = "(required)" if spec.get("required") else f"`{spec.get('default')!r}`"
         kind = spec.get("type", "str") + (f" of {spec['elements']}" if "elements" in spec else "")
-        lines.append(f"| `{name}` | {kind} | {default} | {spec.get('description', '')} |")
+        description = spec.get("description", "")
+        if isinstance(description, list):  # argument_specs allow a list of paragraphs
+            description = " ".join(description)
+        lines.append(f"| `{name}` | {kind} | {default} | {description} |")
     return "\n".join(lines)
 
 
