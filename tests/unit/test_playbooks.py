@@ -383,3 +383,33 @@ def test_a_cuda_toolkit_too_new_for_the_driver_is_refused(tmp_path):
         )
         assert status == 0, output
         assert "BUILD=cuda:89:END" in output
+
+
+# Issue 10, defect 4: a second run before the reboot forgot that a driver was installed and failed on the
+# GPU count; the role now remembers it in /run (emptied by the reboot).
+@pytest.mark.parametrize("pending", [True, False])
+def test_a_pending_driver_reboot_is_remembered_until_the_host_reboots(tmp_path, pending):
+    marker = tmp_path / "llmrig-nvidia-reboot-required"
+    if pending:
+        marker.write_text("installed branch 580; reboot to load it\n")
+    play = {
+        "name": "Driver preflight",
+        "hosts": "server",
+        "gather_facts": True,
+        "environment": {"PATH": "/usr/bin:/bin"},  # no nvidia-smi: the driver does not run yet
+        "vars": {"llmrig_nvidia_driver_branch": "580"},
+        "tasks": [
+            {
+                "name": "Preflight",
+                "ansible.builtin.include_role": {"name": "llmrig_nvidia_driver", "tasks_from": "preflight"},
+            },
+            {"name": "Show", "ansible.builtin.debug": {"msg": "REBOOT={{ llmrig_nvidia_driver_reboot_required }}:END"}},
+        ],
+    }
+    playbook = tmp_path / "driver-preflight.yml"
+    playbook.write_text(json.dumps([play]))
+    # role vars outrank play vars; the marker's path is moved into tmp_path with an extra var
+    extra = json.dumps({"_llmrig_nvidia_driver_reboot_marker": str(marker)})
+    status, output = ansible(tmp_path, ["ansible-playbook", str(playbook), "-e", extra], {"nvidia_gpus": ["server"]})
+    assert status == 0, output
+    assert f"REBOOT={pending}:END" in output, output
