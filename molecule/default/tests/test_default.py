@@ -299,7 +299,8 @@ def test_unused_files_are_pruned_and_a_file_in_place_is_not_fetched_again(host):
     )
     returncode, output = _playbook_with_fleet(None)
     assert returncode == 0, output[-3000:]
-    report = re.sub(r"\s+", "", output)  # the callback wraps long messages
+    # the callback colours each line and wraps long messages
+    report = re.sub(r"\s+", "", re.sub(r"\x1b\[[0-9;]*m", "", output))
     assert "removed/var/lib/llmrig/models/dropped.gguf,/var/lib/llmrig/verified/dropped.gguf.json," in report
     assert f"/var/lib/llmrig/staging/{'e' * 64}.part(4.77MB)" in report, output
     staging = output.split("TASK [llmrig_models : Stage controller-side model files on the host]")[1].split("TASK [")[0]

@@ -56,9 +56,9 @@ def test_a_branch_change_releases_the_holds_and_installs_the_requested_branch(ho
     """Debian carries one branch, so the earlier branch is the record's: a host that ran 530 before. The
     role must see the change, release its own holds, install the requested branch, record and hold it."""
     host.run("echo 530 > /var/lib/llmrig-nvidia-driver-branch")
-    returncode, output = run_playbook(TEST_HOST, ["nvidia_gpus"], "gpu.yml")
+    returncode, output = run_playbook(TEST_HOST, ["nvidia_gpus", "llmrig_test"], "gpu.yml")
     assert returncode == 0, output[-3000:]
-    flat = re.sub(r"\s+", " ", output)
+    flat = re.sub(r"\s+", " ", re.sub(r"\x1b\[[0-9;]*m", "", output))  # colours and line wrapping
     assert "NVIDIA driver branch 530 -> 535 installed" in flat, output
     released = output.split("TASK [llmrig_nvidia_driver : Release the holds for the branch change]")[1].split("TASK [")[
         0
@@ -66,6 +66,6 @@ def test_a_branch_change_releases_the_holds_and_installs_the_requested_branch(ho
     assert "changed: [" in released and "nvidia-smi" in released, released
     assert host.file("/var/lib/llmrig-nvidia-driver-branch").content_string == "535\n"
     assert set(PACKAGES) <= set(host.run("apt-mark showhold").stdout.split())
-    returncode, output = run_playbook(TEST_HOST, ["nvidia_gpus"], "gpu.yml")
+    returncode, output = run_playbook(TEST_HOST, ["nvidia_gpus", "llmrig_test"], "gpu.yml")
     assert returncode == 0, output[-3000:]
     assert "-> 535 installed" not in re.sub(r"\s+", " ", output)
