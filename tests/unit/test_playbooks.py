@@ -55,6 +55,15 @@ def host_var(tmp_path: Path, groups: dict, host: str, name: str, host_vars: dict
     return json.loads(output.split("=>", 1)[1])[name]
 
 
+def run_play(
+    tmp_path: Path, play: dict, groups: dict[str, list[str]], *args: str, host_vars: dict | None = None
+) -> tuple[int, str]:
+    """Run one play (written as a playbook into tmp_path) with `ansible`; extra ansible-playbook args after it."""
+    playbook = tmp_path / "play.yml"
+    playbook.write_text(json.dumps([play]))
+    return ansible(tmp_path, ["ansible-playbook", str(playbook), *args], groups, host_vars)
+
+
 # Bug 4: an IPv6 bind address made the health check, the presets reload and the exporters call
 # http://::1:8080, which is no URL.
 @pytest.mark.parametrize(
@@ -74,25 +83,14 @@ def test_the_host_reaches_its_own_endpoint_for_every_bind_address(tmp_path, bind
         tmp_path, groups, "server", "llmrig_monitoring_exporters_gateway_url", {"server": {"llmrig_gateway_host": bind}}
     )
     assert exporter == url
-    playbook = tmp_path / "gateway-url.yml"
-    playbook.write_text(
-        json.dumps(
-            [
-                {
-                    "name": "The gateway role's own URL",
-                    "hosts": "server",
-                    "gather_facts": False,
-                    "vars_files": [str(REPO / "roles/llmrig_gateway/vars/main.yml")],
-                    "tasks": [
-                        {"name": "Show", "ansible.builtin.debug": {"msg": "URL={{ _llmrig_gateway_local_url }}"}}
-                    ],
-                }
-            ]
-        )
-    )
-    status, output = ansible(
-        tmp_path, ["ansible-playbook", str(playbook)], groups, {"server": {"llmrig_gateway_host": bind}}
-    )
+    play = {
+        "name": "The gateway role's own URL",
+        "hosts": "server",
+        "gather_facts": False,
+        "vars_files": [str(REPO / "roles/llmrig_gateway/vars/main.yml")],
+        "tasks": [{"name": "Show", "ansible.builtin.debug": {"msg": "URL={{ _llmrig_gateway_local_url }}"}}],
+    }
+    status, output = run_play(tmp_path, play, groups, host_vars={"server": {"llmrig_gateway_host": bind}})
     assert status == 0, output
     assert f"URL={url}" in output
 
@@ -126,7 +124,6 @@ def render_presets(tmp_path: Path, global_options: dict) -> tuple[int, str]:
          "context": 4096, "cache_type_k": "q8_0", "sampling": {"temperature": 0.5}, "load_on_startup": True},
         {"name": "b", "source": {"url": "https://models.example/b.gguf", "sha256": "2" * 64}, "context": 8192},
     ]  # fmt: skip
-    playbook = tmp_path / "presets.yml"
     tasks = [
         {"name": "Resolve", "ansible.builtin.include_role": {"name": "llmrig_planner"}},
         {
@@ -153,8 +150,7 @@ def render_presets(tmp_path: Path, global_options: dict) -> tuple[int, str]:
         },
         "tasks": tasks,
     }  # fmt: skip
-    playbook.write_text(json.dumps([play]))
-    return ansible(tmp_path, ["ansible-playbook", str(playbook)], {"llm_servers": ["server"]})
+    return run_play(tmp_path, play, {"llm_servers": ["server"]})
 
 
 def test_presets_template_renders_the_resolved_fleet(tmp_path):
@@ -189,7 +185,6 @@ def llamacpp_preflight(tmp_path: Path, smi: str | None, **role_vars) -> tuple[in
         (bin_dir / "nvidia-smi").chmod(0o755)
     archive = tmp_path / "llama.cpp.tar.gz"
     archive.write_bytes(b"not read by the preflight")
-    playbook = tmp_path / "llamacpp-preflight.yml"
     play = {
         "name": "llama.cpp preflight",
         "hosts": "server",
@@ -211,8 +206,7 @@ def llamacpp_preflight(tmp_path: Path, smi: str | None, **role_vars) -> tuple[in
             },
         ],
     }
-    playbook.write_text(json.dumps([play]))
-    return ansible(tmp_path, ["ansible-playbook", str(playbook)], {"llm_servers": ["server"]})
+    return run_play(tmp_path, play, {"llm_servers": ["server"]})
 
 
 # Issue 10, defect 5: before the reboot (or with a broken driver) nvidia-smi's error text became the CUDA
@@ -320,12 +314,8 @@ def gateway_unit(tmp_path: Path, systemd_version: int, cuda: bool) -> str:
             }
         ],
     }
-    playbook = tmp_path / "unit.yml"
-    playbook.write_text(json.dumps([play]))
-    status, output = ansible(
-        tmp_path,
-        ["ansible-playbook", str(playbook), "-e", f"_llmrig_gateway_systemd_version={systemd_version}"],
-        {"llm_servers": ["server"]},
+    status, output = run_play(
+        tmp_path, play, {"llm_servers": ["server"]}, "-e", f"_llmrig_gateway_systemd_version={systemd_version}"
     )
     assert status == 0, output
     return dest.read_text()
@@ -406,10 +396,8 @@ def test_a_pending_driver_reboot_is_remembered_until_the_host_reboots(tmp_path, 
             {"name": "Show", "ansible.builtin.debug": {"msg": "REBOOT={{ llmrig_nvidia_driver_reboot_required }}:END"}},
         ],
     }
-    playbook = tmp_path / "driver-preflight.yml"
-    playbook.write_text(json.dumps([play]))
     # role vars outrank play vars; the marker's path is moved into tmp_path with an extra var
     extra = json.dumps({"_llmrig_nvidia_driver_reboot_marker": str(marker)})
-    status, output = ansible(tmp_path, ["ansible-playbook", str(playbook), "-e", extra], {"nvidia_gpus": ["server"]})
+    status, output = run_play(tmp_path, play, {"nvidia_gpus": ["server"]}, "-e", extra)
     assert status == 0, output
     assert f"REBOOT={pending}:END" in output, output
