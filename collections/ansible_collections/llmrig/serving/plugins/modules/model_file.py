@@ -127,7 +127,9 @@ TRANSFER_ERRORS = (OSError, http.client.HTTPException)
 class Incomplete(Exception):
     """The transfer stopped before the whole file arrived; the partial file is kept for the next run."""
 
-    total: int | None = None
+    def __init__(self, why: str, total: int | None = None) -> None:
+        super().__init__(why)
+        self.total = total
 
 
 def build_module() -> AnsibleModule:
@@ -277,10 +279,7 @@ def _open_from(module: AnsibleModule, partial: str, offset: int, total: int | No
         if length is not None:
             total = length
         if offset:
-            try:
-                _skip_matching_prefix(response, partial, offset)
-            except TRANSFER_ERRORS as exc:
-                raise Incomplete(f"the transfer broke off ({exc})") from exc
+            _skip_matching_prefix(response, partial, offset)
     else:
         raise Incomplete(f"the server answered HTTP {status}")
     return response, total
@@ -303,6 +302,8 @@ def download(module: AnsibleModule, partial: str, total: int | None) -> str:
                 _append(response, partial, hasher)
         if total is not None and size_of(partial) < total:
             raise Incomplete("the server closed the connection early")
+    except TRANSFER_ERRORS as exc:  # while the body was read (the prefix check included)
+        raise Incomplete(f"the transfer broke off ({exc})", total) from exc
     except Incomplete as exc:
         exc.total = total
         raise
@@ -312,13 +313,10 @@ def download(module: AnsibleModule, partial: str, total: int | None) -> str:
 def _append(response, partial: str, hasher) -> None:
     # read1 returns what has arrived instead of waiting for a whole chunk, so a stall loses nothing received
     read = getattr(response, "read1", response.read)
-    try:
-        with open(partial, "ab") as handle:
-            for block in iter(lambda: read(CHUNK), b""):
-                handle.write(block)
-                hasher.update(block)
-    except TRANSFER_ERRORS as exc:
-        raise Incomplete(f"the transfer broke off ({exc})") from exc
+    with open(partial, "ab") as handle:
+        for block in iter(lambda: read(CHUNK), b""):
+            handle.write(block)
+            hasher.update(block)
 
 
 def move_into_place(module: AnsibleModule, source: str, keep_source: bool) -> None:
@@ -372,7 +370,7 @@ def plan(module: AnsibleModule, free: int) -> None:
         module.exit_json(
             changed=False, in_place=True, needed_bytes=0, total_bytes=size_of(params["dest"]), free_bytes=free
         )
-    total, why = (params["size"], "") if params["size"] is not None else (None, "")
+    total, why = params["size"], ""
     if total is None and params["url"]:
         total, why = remote_size(module)
     if adopt_existing(module, total):
