@@ -237,14 +237,8 @@ def _restore(backend: Backend, index: int, setting: str, pstate: int) -> Result:
 def reset(backend: Backend, config: dict[str, Any]) -> Report:
     """Default power limit and zero offsets on every GPU present (persistence is left to its daemon)."""
     report = Report()
-    present = present_gpus(backend)
-    pstates = {}
-    for gpu in config.get("gpus", []):
-        index, _problem = locate(present, gpu)
-        if index is not None:
-            pstates[index] = gpu.get("pstate", 0)
-    for card in present:
-        index = card["index"]
+    pstates = {index: gpu.get("pstate", 0) for index, gpu in by_index(backend, config).items()}
+    for index in range(backend.count()):
         for setting in RESTORED:
             report.results.append(_restore(backend, index, setting, pstates.get(index, 0)))
     return report
