@@ -12,6 +12,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from faults import Outcome, stream
+
 REPO = Path(__file__).resolve().parents[1]
 GATEWAY_URL = os.environ.get("LLMRIG_GATEWAY_URL", "http://127.0.0.1:18080")
 API_KEY = os.environ.get("LLMRIG_API_KEY", "llmrig-test-key-not-secret")
@@ -80,7 +82,7 @@ def llama_processes(host) -> list[dict]:
 
 def model_children(host) -> list[dict]:
     """llama-server processes whose parent is the router (the systemd service's main process)."""
-    router = int(host.run("systemctl show -p MainPID --value llmrig-gateway").stdout.strip())
+    router = router_pid(host)
     return [proc for proc in llama_processes(host) if proc["ppid"] == router]
 
 
@@ -128,3 +130,12 @@ def run_module(module: str, work_dir: Path, **args: Any) -> dict:
     env = dict(os.environ, PYTHONPATH=f"{REPO / 'collections'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     proc = subprocess.run([sys.executable, str(path), str(args_file)], capture_output=True, text=True, env=env)
     return json.loads(proc.stdout)
+
+
+def stream_completion(model: str, max_tokens: int, on_first=None, timeout: float = 120) -> Outcome:
+    """A streamed completion through the gateway, read to its end (tools/faults.py's client)."""
+    return stream(GATEWAY_URL, API_KEY, model, max_tokens, on_first=on_first, timeout=timeout)
+
+
+def router_pid(host) -> int:
+    return int(host.run("systemctl show -p MainPID --value llmrig-gateway").stdout.strip())

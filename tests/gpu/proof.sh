@@ -84,9 +84,11 @@ python3 -c "import json; print(json.dumps(json.load(open('/opt/llmrig/llama.cpp/
 
 echo "== gateway (the unit's ExecStart, as the service user)"
 cmd=$(sed -n 's/^ExecStart=//p' /etc/systemd/system/llmrig-gateway.service)
-# shellcheck disable=SC2086
+unit_env=$(sed -n 's/^Environment=//p' /etc/systemd/system/llmrig-gateway.service)
 chown llmrig "$work/cache"
-CUDA_DEVICE_ORDER=PCI_BUS_ID LLAMA_CACHE="$work/cache" setsid runuser -u llmrig -- $cmd > "$out/gateway.log" 2>&1 &
+# the unit's environment (device order, the key file), then a cache directory of this run's own
+# shellcheck disable=SC2086
+env $unit_env LLAMA_CACHE="$work/cache" setsid runuser -u llmrig -- $cmd > "$out/gateway.log" 2>&1 &
 gateway=$!
 trap 'kill -- -"$gateway" 2>/dev/null || kill "$gateway" 2>/dev/null || true' EXIT
 printf '{"gpus": [{"index": 0}]}\n' > "$work/tuning.json"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -49,7 +50,7 @@ def test_service_runs_unprivileged_and_sandboxed(host):
     assert "CUDA_DEVICE_ORDER=PCI_BUS_ID" in props["Environment"]
     assert props["Restart"] == "on-failure"
     command = props["ExecStart"]
-    assert "--api-key-file /etc/llmrig/api-key" in command
+    assert "LLAMA_ARG_API_KEY_FILE=/etc/llmrig/api-key" in props["Environment"]
     assert "llmrig-test-key-not-secret" not in command  # the key never appears on a command line
     assert "--models-max 1" in command
 
@@ -359,19 +360,38 @@ def test_one_validation_and_one_plan_per_run_and_serving_alone_plans_too(host):
 
 
 def test_fleet_change_reloads_presets_without_rebuild_or_restart(host, restore_fleet):
-    """Adding a model re-reads the presets in the running router: no rebuild, no restart, no new download."""
+    """Adding a model with a new file re-reads the presets in the running router: no rebuild, no restart,
+    and requests to the model that is serving meanwhile all succeed."""
     pid_before = host.service("llmrig-gateway").systemd_properties["MainPID"]
     build_before = host.file("/opt/llmrig/llama.cpp/current").linked_to
     built_at = host.file(f"{build_before}/BUILD-INFO.json").mtime
     fleet = [
         _gemma_entry("gemma-a", aliases=["gemma-small"]),
         _gemma_entry("gemma-b", context=4096),
-        _gemma_entry("gemma-c", context=1024),
+        _gemma_entry("gemma-c", file="gemma-c.gguf", context=1024),
     ]
-    returncode, output = _playbook_with_fleet(fleet)
+    complete("gemma-a", max_tokens=1)
+    stop, statuses = threading.Event(), []
+
+    def load() -> None:
+        while not stop.is_set():
+            body = {"model": "gemma-a", "prompt": "Hi", "max_tokens": 8}
+            statuses.append(request("POST", "/v1/completions", body, timeout=60)[0])
+
+    client = threading.Thread(target=load)
+    client.start()
+    try:
+        returncode, output = _playbook_with_fleet(fleet)
+    finally:
+        stop.set()
+        client.join()
     assert returncode == 0, output
+    failed = [status for status in statuses if status != 200]
+    print(f"\nfleet change (new model, new file) under load: {len(statuses)} requests, {len(failed)} failed")
+    assert statuses and not failed, failed
     assert "TASK [llmrig_llamacpp : Configure the build]" not in output  # no rebuild
     assert "Reload llmrig gateway presets" in output
+    assert "Unload models whose file was replaced" in output
     assert "RUNNING HANDLER [llmrig_gateway : Restart llmrig gateway]" not in output
     assert host.service("llmrig-gateway").systemd_properties["MainPID"] == pid_before
     assert host.file("/opt/llmrig/llama.cpp/current").linked_to == build_before

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import posixpath
 from typing import Any
 
 from ansible.errors import AnsibleFilterError
@@ -30,6 +31,20 @@ def preset_global_options(options: Any, variable: str = "llmrig_gateway_global_o
         raise AnsibleFilterError(str(exc)) from exc
 
 
+def presets_using(presets: list[dict], files: list[str]) -> list[str]:
+    """Names of the models whose preset reads one of these files (model, projector or draft model)."""
+    wanted = set(files)
+    return [
+        preset["name"]
+        for preset in presets
+        if any(isinstance(value, str) and posixpath.basename(value) in wanted for _, value in preset["options"])
+    ]
+
+
 class FilterModule:
     def filters(self) -> dict[str, Any]:
-        return {"preset_value": preset_value, "preset_global_options": preset_global_options}
+        return {
+            "preset_value": preset_value,
+            "preset_global_options": preset_global_options,
+            "presets_using": presets_using,
+        }

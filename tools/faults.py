@@ -1,0 +1,442 @@
+#!/usr/bin/env python3
+"""Fault suite: the ordinary events of a server's life, under load, against a live llmrig host.
+
+Runs on the controller against the `make demo` container (`make faults`): requests go to the published
+endpoint, faults are caused with `podman exec` (kill -9, systemctl restart), fleet changes with
+ansible-playbook. Standard library only. Cases:
+
+  kill-router-idle        kill -9 of the router while a model is resident and idle
+  kill-router-stream      kill -9 of the router during a streamed request
+  kill-model-stream       kill -9 of the model process during a streamed request
+  restart-stream          systemctl restart with a streamed request in flight
+  fleet-add               re-run site.yml adding a model whose file is new, clients on another model
+  thrash                  16 clients, 1,000 requests over 3 models, streamed and not
+  fleet-remove            re-run site.yml with the original fleet (a model removed), clients running
+
+Per case: requests sent, non-2xx answers, client errors (no answer, a stream cut), recovery times, model
+loads (the router's journal), p50/p95 latency, and the case's goal with met / not met. The exit status is 1
+when a goal is not met. A benchmark-style report, not a timed test: the figures are printed and written
+as JSON, and the goals are the ones in docs/faults.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+UNIT = "llmrig-gateway"
+PROMPT = "Count from one to one thousand, in words:"
+# goals (docs/faults.md)
+RECOVERY_GOAL_S = 3.0
+RESTART_MARGIN_S = 2.0
+NO_HANG_S = 5.0
+
+
+@dataclass
+class Outcome:
+    """One request as the client saw it."""
+
+    status: int  # HTTP status; 0 when no answer came
+    seconds: float
+    error: str | None = None  # what broke on the client side (no answer, a stream cut off)
+    tokens: int = 0
+    done: bool = False  # a stream that ended with [DONE]
+    finish_reason: str | None = None
+
+
+def _request(base: str, key: str | None, path: str, body: dict) -> urllib.request.Request:
+    req = urllib.request.Request(base.rstrip("/") + path, data=json.dumps(body).encode(), method="POST")
+    req.add_header("Content-Type", "application/json")
+    if key:
+        req.add_header("Authorization", f"Bearer {key}")
+    return req
+
+
+def stream(
+    base: str,
+    key: str | None,
+    model: str,
+    max_tokens: int,
+    on_first: Callable[[], None] | None = None,
+    timeout: float = 120,
+) -> Outcome:
+    """A streamed /v1/completions request read to its end; on_first() runs once the first token arrived."""
+    body = {
+        "model": model,
+        "prompt": PROMPT,
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "stream": True,
+        "ignore_eos": True,
+    }
+    start = time.monotonic()
+    out = Outcome(status=0, seconds=0.0)
+    try:
+        with urllib.request.urlopen(_request(base, key, "/v1/completions", body), timeout=timeout) as resp:
+            out.status = resp.status
+            for raw in resp:
+                line = raw.decode().strip()
+                if not line.startswith("data: "):
+                    continue
+                if line == "data: [DONE]":
+                    out.done = True
+                    break
+                choice = json.loads(line[6:])["choices"][0]
+                if choice.get("text"):
+                    out.tokens += 1
+                    if out.tokens == 1 and on_first is not None:
+                        on_first()
+                out.finish_reason = choice.get("finish_reason") or out.finish_reason
+        if not out.done:
+            out.error = "the stream ended without [DONE]"
+    except urllib.error.HTTPError as err:
+        out.status = err.code
+    except Exception as exc:  # noqa: BLE001 - the suite reports whatever broke the request
+        out.error = f"{type(exc).__name__}: {exc}"
+    out.seconds = time.monotonic() - start
+    return out
+
+
+def complete(base: str, key: str | None, model: str, max_tokens: int = 8, timeout: float = 120) -> Outcome:
+    body = {"model": model, "prompt": PROMPT, "max_tokens": max_tokens, "temperature": 0}
+    start = time.monotonic()
+    try:
+        with urllib.request.urlopen(_request(base, key, "/v1/completions", body), timeout=timeout) as resp:
+            answer = json.loads(resp.read())
+            tokens = answer.get("usage", {}).get("completion_tokens", 0)
+            return Outcome(status=resp.status, seconds=time.monotonic() - start, tokens=tokens, done=True)
+    except urllib.error.HTTPError as err:
+        return Outcome(status=err.code, seconds=time.monotonic() - start)
+    except Exception as exc:  # noqa: BLE001 - the suite reports whatever broke the request
+        return Outcome(status=0, seconds=time.monotonic() - start, error=f"{type(exc).__name__}: {exc}")
+
+
+class Host:
+    """The container that runs the rig, reached with podman exec."""
+
+    def __init__(self, container: str) -> None:
+        self.container = container
+
+    def sh(self, command: str, check: bool = True) -> str:
+        proc = subprocess.run(
+            ["podman", "exec", self.container, "sh", "-c", command], capture_output=True, text=True, timeout=300
+        )
+        if check and proc.returncode != 0:
+            raise RuntimeError(f"{command}: exit {proc.returncode}: {proc.stderr.strip()}")
+        return proc.stdout
+
+    def router(self) -> int:
+        return int(self.sh(f"systemctl show -p MainPID --value {UNIT}").strip())
+
+    def children(self, parent: int) -> list[int]:
+        script = (
+            "import os\n"
+            "for pid in filter(str.isdigit, os.listdir('/proc')):\n"
+            "    try: stat = open(f'/proc/{pid}/stat').read().rsplit(')', 1)[1].split()\n"
+            "    except OSError: continue\n"
+            f"    if int(stat[1]) == {parent}: print(pid)\n"
+        )
+        return [int(pid) for pid in self.sh(f"python3 -c {json.dumps(script)}").split()]
+
+    def alive(self, pid: int) -> bool:
+        return self.sh(f"test -d /proc/{pid} && echo yes", check=False).strip() == "yes"
+
+    def loads_since(self, epoch: float) -> int:
+        log = self.sh(f"journalctl -u {UNIT} --no-pager -o cat --since @{epoch:.0f}", check=False)
+        return log.count("spawning server instance")
+
+
+@dataclass
+class Case:
+    name: str
+    goal: str
+    outcomes: list[Outcome] = field(default_factory=list)
+    recovery_s: list[float] = field(default_factory=list)
+    loads: int = 0
+    met: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        latencies = sorted(o.seconds for o in self.outcomes if o.status == 200 and o.error is None)
+        p95 = statistics.quantiles(latencies, n=20)[18] if len(latencies) >= 2 else None
+        return {
+            "case": self.name,
+            "requests": len(self.outcomes),
+            "non_2xx": sum(1 for o in self.outcomes if o.status not in (0, 200)),
+            "client_errors": sum(1 for o in self.outcomes if o.status == 0 or o.error is not None),
+            "recovery_s": [round(value, 3) for value in self.recovery_s],
+            "loads": self.loads,
+            "p50_s": round(statistics.median(latencies), 3) if latencies else None,
+            "p95_s": round(p95, 3) if p95 is not None else None,
+            "goal": self.goal,
+            "met": self.met,
+            "notes": self.notes,
+        }
+
+
+class Suite:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.base = args.url
+        self.key = Path(args.key_file).read_text().strip()
+        self.host = Host(args.container)
+        self.inventory = args.inventory
+        self.models: list[str] = []
+
+    # helpers
+
+    def serving_again(self, since: float, model: str, timeout: float = 120) -> float:
+        """Seconds from `since` until a completion on the model answers 200."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if complete(self.base, self.key, model, max_tokens=1, timeout=10).status == 200:
+                return time.monotonic() - since
+            time.sleep(0.05)
+        raise RuntimeError(f"{model} did not answer within {timeout} s")
+
+    def resident(self, model: str) -> None:
+        outcome = complete(self.base, self.key, model, max_tokens=1)
+        if outcome.status != 200:
+            raise RuntimeError(f"{model}: HTTP {outcome.status} {outcome.error}")
+
+    def cold_load_s(self, model: str) -> float:
+        """Time of a 1-token completion that has to load the model (the other one is made resident)."""
+        other = next(name for name in self.models if name != model)
+        self.resident(other)
+        return complete(self.base, self.key, model, max_tokens=1).seconds
+
+    def playbook(self, fleet: list | None) -> tuple[int, str]:
+        command = ["ansible-playbook", "-i", self.inventory, str(REPO / "playbooks/site.yml")]
+        with tempfile.TemporaryDirectory() as tmp:
+            if fleet is not None:
+                extra = Path(tmp, "fleet.json")
+                extra.write_text(json.dumps({"llmrig_fleet": fleet}))
+                command += ["-e", f"@{extra}"]
+            proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=1800)
+        return proc.returncode, proc.stdout + proc.stderr
+
+    def fleet(self) -> list[dict]:
+        out = subprocess.run(
+            ["ansible-inventory", "-i", self.inventory, "--host", self.host.container],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return list(json.loads(out.stdout)["llmrig_fleet"])
+
+    def under_load(self, model: str, clients: int, action: Callable[[], None]) -> list[Outcome]:
+        """Run action() while `clients` threads send completions to the model; returns their outcomes."""
+        stop, outcomes, lock = threading.Event(), [], threading.Lock()
+
+        def client() -> None:
+            while not stop.is_set():
+                outcome = complete(self.base, self.key, model, max_tokens=8, timeout=120)
+                with lock:
+                    outcomes.append(outcome)
+
+        threads = [threading.Thread(target=client) for _ in range(clients)]
+        for thread in threads:
+            thread.start()
+        try:
+            action()
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join()
+        return outcomes
+
+    # cases
+
+    def kill_router_idle(self, runs: int) -> Case:
+        case = Case("kill-router-idle", f"serving again <= {RECOVERY_GOAL_S} s, old model process gone")
+        model = self.models[0]
+        gone = True
+        for _ in range(runs):
+            self.resident(model)
+            router = self.host.router()
+            children = self.host.children(router)
+            start = time.monotonic()
+            self.host.sh(f"kill -9 {router}")
+            case.recovery_s.append(self.serving_again(start, model))
+            gone = gone and not any(self.host.alive(pid) for pid in children)
+        case.met = gone and max(case.recovery_s) <= RECOVERY_GOAL_S
+        return case
+
+    def kill_stream(self, runs: int, target: str) -> Case:
+        """kill -9 of the router or of the model process once the first token of a stream has arrived."""
+        model = self.models[0]
+        if target == "router":
+            case = Case(
+                "kill-router-stream", f"client error within {NO_HANG_S} s, serving again <= {RECOVERY_GOAL_S} s"
+            )
+        else:
+            case = Case("kill-model-stream", f"client error within {NO_HANG_S} s, next request 200")
+        for _ in range(runs):
+            self.resident(model)
+            router = self.host.router()
+            victim = router if target == "router" else self.host.children(router)[0]
+            killed: dict[str, float] = {}
+
+            def kill(victim: int = victim, killed: dict[str, float] = killed) -> None:
+                killed["at"] = time.monotonic()
+                self.host.sh(f"kill -9 {victim}")
+
+            outcome = stream(self.base, self.key, model, max_tokens=400, on_first=kill, timeout=60)
+            case.outcomes.append(outcome)
+            ended = time.monotonic()
+            case.notes.append(f"client saw: HTTP {outcome.status}, {outcome.error}, {outcome.tokens} tokens")
+            case.recovery_s.append(self.serving_again(killed["at"], model))
+            if ended - killed["at"] > NO_HANG_S or (outcome.error is None and outcome.status == 200):
+                case.notes.append(f"not met: the stream ended {ended - killed['at']:.1f} s after the kill, cleanly")
+                return case
+        limit = RECOVERY_GOAL_S if target == "router" else 60.0
+        case.met = max(case.recovery_s) <= limit
+        return case
+
+    def restart_stream(self, runs: int) -> Case:
+        model = self.models[0]
+        load = self.cold_load_s(model)
+        case = Case(
+            "restart-stream",
+            f"the stream finishes; serving again <= drain + model load ({load:.2f} s) + {RESTART_MARGIN_S} s",
+        )
+        met = True
+        for _ in range(runs):
+            self.resident(model)
+            began: dict[str, float] = {}
+
+            def restart(began: dict[str, float] = began) -> None:
+                began["at"] = time.monotonic()
+                threading.Thread(target=self.host.sh, args=(f"systemctl restart {UNIT}",)).start()
+
+            outcome = stream(self.base, self.key, model, max_tokens=300, on_first=restart, timeout=120)
+            drained = time.monotonic() - began["at"]
+            total = self.serving_again(began["at"], model)
+            case.outcomes.append(outcome)
+            case.recovery_s.append(total)
+            case.notes.append(f"drain {drained:.2f} s ({outcome.tokens} tokens), serving again after {total:.2f} s")
+            met = met and outcome.error is None and outcome.done and total <= drained + load + RESTART_MARGIN_S
+        case.met = met
+        return case
+
+    def fleet_change(self, name: str, fleet: list | None, model: str) -> Case:
+        case = Case(name, "0 failed requests, router PID unchanged, no restart")
+        router = self.host.router()
+        result: dict[str, Any] = {}
+
+        def run() -> None:
+            result["rc"], result["output"] = self.playbook(fleet)
+
+        case.outcomes = self.under_load(model, clients=2, action=run)
+        restarted = "RUNNING HANDLER [llmrig_gateway : Restart llmrig gateway]" in result["output"]
+        if result["rc"] != 0:
+            case.notes.append("site.yml failed: " + result["output"][-2000:])
+        case.met = (
+            result["rc"] == 0
+            and not restarted
+            and self.host.router() == router
+            and all(o.status == 200 and o.error is None for o in case.outcomes)
+        )
+        return case
+
+    def thrash(self, clients: int, requests: int, seed: int) -> Case:
+        case = Case("thrash", f"{requests} requests, {clients} clients, over {len(self.models)} models: 0 failures")
+        rng = random.Random(seed)
+        plan = [(rng.choice(self.models), rng.random() < 0.5) for _ in range(requests)]
+        lock, outcomes = threading.Lock(), []
+
+        def client() -> None:
+            while True:
+                with lock:
+                    if not plan:
+                        return
+                    model, streamed = plan.pop()
+                if streamed:
+                    outcome = stream(self.base, self.key, model, max_tokens=8, timeout=300)
+                else:
+                    outcome = complete(self.base, self.key, model, max_tokens=8, timeout=300)
+                with lock:
+                    outcomes.append(outcome)
+
+        since = time.time()
+        threads = [threading.Thread(target=client) for _ in range(clients)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        case.outcomes = outcomes
+        case.loads = self.host.loads_since(since)
+        case.met = all(o.status == 200 and o.error is None for o in outcomes)
+        return case
+
+
+def table(cases: list[dict[str, Any]]) -> str:
+    head = f"{'case':<20} {'sent':>5} {'non2xx':>6} {'errors':>6} {'loads':>5} {'p50 s':>6} {'p95 s':>6}  recovery s"
+    lines = [head, "-" * len(head)]
+    for c in cases:
+        recovery = ", ".join(f"{value:.2f}" for value in c["recovery_s"]) or "-"
+        p50 = f"{c['p50_s']:.2f}" if c["p50_s"] is not None else "-"
+        p95 = f"{c['p95_s']:.2f}" if c["p95_s"] is not None else "-"
+        lines.append(
+            f"{c['case']:<20} {c['requests']:>5} {c['non_2xx']:>6} {c['client_errors']:>6} {c['loads']:>5}"
+            f" {p50:>6} {p95:>6}  {recovery}"
+        )
+        lines.append(f"{'':<20} goal: {c['goal']}: {'met' if c['met'] else 'NOT MET'}")
+        lines.extend(f"{'':<20} {note}" for note in c["notes"])
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--container", default="llmrig-demo")
+    parser.add_argument("--url", default="http://127.0.0.1:8080")
+    parser.add_argument("--key-file", default=".cache/demo/api-key")
+    parser.add_argument("--inventory", default="inventory/demo")
+    parser.add_argument("--runs", type=int, default=3, help="repetitions of each kill and restart case")
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--json", help="write the results here")
+    args = parser.parse_args(argv)
+
+    suite = Suite(args)
+    original = suite.fleet()
+    suite.models = [entry["name"] for entry in original][:2]
+    if len(suite.models) < 2:
+        parser.error("the fleet needs two models")
+    added = dict(original[0], name="faults-extra", aliases=[], context=1024)
+    added["source"] = dict(original[0]["source"], file="faults-extra.gguf")
+    cases = [
+        suite.kill_router_idle(args.runs),
+        suite.kill_stream(args.runs, "router"),
+        suite.kill_stream(args.runs, "model"),
+        suite.restart_stream(args.runs),
+        suite.fleet_change("fleet-add", [*original, added], suite.models[0]),
+    ]
+    suite.models.append("faults-extra")
+    cases.append(suite.thrash(args.clients, args.requests, args.seed))
+    cases.append(suite.fleet_change("fleet-remove", None, suite.models[0]))
+    results = [case.summary() for case in cases]
+    print(table(results))
+    if args.json:
+        raw = {case.name: [asdict(o) for o in case.outcomes] for case in cases}
+        Path(args.json).write_text(json.dumps({"cases": results, "outcomes": raw}, indent=1))
+    return 0 if all(c["met"] for c in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
