@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 import statistics
 import subprocess
 import sys
@@ -44,6 +45,8 @@ PROMPT = "Count from one to one thousand, in words:"
 RECOVERY_GOAL_S = 3.0
 RESTART_MARGIN_S = 2.0
 NO_HANG_S = 5.0
+# the exporter reconnects every 0.5 s and reads the model list after each load
+EXPORTER_CATCH_UP_S = 2.0
 
 
 @dataclass
@@ -131,13 +134,14 @@ class Host:
     def __init__(self, container: str) -> None:
         self.container = container
 
-    def sh(self, command: str, check: bool = True) -> str:
-        proc = subprocess.run(
-            ["podman", "exec", self.container, "sh", "-c", command], capture_output=True, text=True, timeout=300
-        )
+    def run(self, argv: list[str], check: bool = True) -> str:
+        proc = subprocess.run(["podman", "exec", self.container, *argv], capture_output=True, text=True, timeout=300)
         if check and proc.returncode != 0:
-            raise RuntimeError(f"{command}: exit {proc.returncode}: {proc.stderr.strip()}")
+            raise RuntimeError(f"{argv}: exit {proc.returncode}: {proc.stderr.strip()}")
         return proc.stdout
+
+    def sh(self, command: str, check: bool = True) -> str:
+        return self.run(["sh", "-c", command], check)
 
     def router(self) -> int:
         return int(self.sh(f"systemctl show -p MainPID --value {UNIT}").strip())
@@ -150,14 +154,39 @@ class Host:
             "    except OSError: continue\n"
             f"    if int(stat[1]) == {parent}: print(pid)\n"
         )
-        return [int(pid) for pid in self.sh(f"python3 -c {json.dumps(script)}").split()]
+        return [int(pid) for pid in self.run(["python3", "-c", script]).split()]
 
     def alive(self, pid: int) -> bool:
         return self.sh(f"test -d /proc/{pid} && echo yes", check=False).strip() == "yes"
 
-    def loads_since(self, epoch: float) -> int:
-        log = self.sh(f"journalctl -u {UNIT} --no-pager -o cat --since @{epoch:.0f}", check=False)
-        return log.count("spawning server instance")
+    def cursor(self) -> str:
+        out = self.sh(f"journalctl -u {UNIT} -n 0 --show-cursor --no-pager", check=False)
+        return out.strip().rsplit("-- cursor: ", 1)[-1]
+
+    def journal_counts(self, cursor: str) -> dict[str, list[int]]:
+        """Per model, from the router's journal after the cursor: [loads, exits with a non-zero status]."""
+        log = self.sh(f"journalctl -u {UNIT} --no-pager -o cat --after-cursor '{cursor}'", check=False)
+        counts: dict[str, list[int]] = {}
+        for model in re.findall(r"spawning server instance with name=(\S+) on port", log):
+            counts.setdefault(model, [0, 0])[0] += 1
+        for model, status in re.findall(r"instance name=(\S+) exited with status (-?\d+)", log):
+            if int(status) != 0:
+                counts.setdefault(model, [0, 0])[1] += 1
+        return counts
+
+    def exporter_counts(self, port: int = 9410) -> dict[str, list[int]]:
+        """Per model, from the gateway exporter: [loads, load failures + crashes]."""
+        script = (
+            f"import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:{port}/metrics').read().decode())"
+        )
+        counts: dict[str, list[int]] = {}
+        for name, model, value in re.findall(
+            r'^llmrig_model_(loads|load_failures|crashes)_total\{model="([^"]+)"\} (\S+)$',
+            self.run(["python3", "-c", script]),
+            re.M,
+        ):
+            counts.setdefault(model, [0, 0])[0 if name == "loads" else 1] += int(float(value))
+        return counts
 
 
 @dataclass
@@ -169,6 +198,14 @@ class Case:
     loads: int = 0
     met: bool = False
     notes: list[str] = field(default_factory=list)
+    # per model [loads, abnormal exits] from the router's journal and from the gateway exporter
+    journal: dict[str, list[int]] = field(default_factory=dict)
+    exporter: dict[str, list[int]] = field(default_factory=dict)
+
+    @property
+    def monitoring_true(self) -> bool:
+        models = set(self.journal) | set(self.exporter)
+        return all(self.journal.get(m, [0, 0]) == self.exporter.get(m, [0, 0]) for m in models)
 
     def summary(self) -> dict[str, Any]:
         latencies = sorted(o.seconds for o in self.outcomes if o.status == 200 and o.error is None)
@@ -183,7 +220,8 @@ class Case:
             "p50_s": round(statistics.median(latencies), 3) if latencies else None,
             "p95_s": round(p95, 3) if p95 is not None else None,
             "goal": self.goal,
-            "met": self.met,
+            "met": self.met and self.monitoring_true,
+            "monitoring": {"journal": self.journal, "exporter": self.exporter, "equal": self.monitoring_true},
             "notes": self.notes,
         }
 
@@ -343,14 +381,14 @@ class Suite:
 
         case.outcomes = self.under_load(model, clients=2, action=run)
         restarted = "RUNNING HANDLER [llmrig_gateway : Restart llmrig gateway]" in result["output"]
+        same_router = self.host.router() == router
+        failed = sum(1 for o in case.outcomes if o.status != 200 or o.error is not None)
         if result["rc"] != 0:
             case.notes.append("site.yml failed: " + result["output"][-2000:])
-        case.met = (
-            result["rc"] == 0
-            and not restarted
-            and self.host.router() == router
-            and all(o.status == 200 and o.error is None for o in case.outcomes)
-        )
+        if restarted or not same_router:
+            case.notes.append(f"the gateway was restarted (handler ran: {restarted}, new PID: {not same_router})")
+        case.notes.append(f"{failed} failed requests during the change")
+        case.met = result["rc"] == 0 and not restarted and same_router and failed == 0
         return case
 
     def thrash(self, clients: int, requests: int, seed: int) -> Case:
@@ -372,15 +410,29 @@ class Suite:
                 with lock:
                     outcomes.append(outcome)
 
-        since = time.time()
         threads = [threading.Thread(target=client) for _ in range(clients)]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
         case.outcomes = outcomes
-        case.loads = self.host.loads_since(since)
         case.met = all(o.status == 200 and o.error is None for o in outcomes)
+        return case
+
+    def watched(self, run: Callable[[], Case]) -> Case:
+        """Run a case and compare what the router's journal and the gateway exporter counted meanwhile."""
+        before, cursor = self.host.exporter_counts(), self.host.cursor()
+        case = run()
+        time.sleep(EXPORTER_CATCH_UP_S)
+        after = self.host.exporter_counts()
+        case.journal = self.host.journal_counts(cursor)
+        case.loads = sum(loads for loads, _ in case.journal.values())
+        # a model that left the fleet leaves the exporter too: compare the models it still reports
+        case.exporter = {
+            model: [now - then for now, then in zip(counts, before.get(model, [0, 0]), strict=True)]
+            for model, counts in after.items()
+        }
+        case.journal = {model: counts for model, counts in case.journal.items() if model in after}
         return case
 
 
@@ -396,6 +448,11 @@ def table(cases: list[dict[str, Any]]) -> str:
             f" {p50:>6} {p95:>6}  {recovery}"
         )
         lines.append(f"{'':<20} goal: {c['goal']}: {'met' if c['met'] else 'NOT MET'}")
+        seen = c["monitoring"]
+        lines.append(
+            f"{'':<20} loads and abnormal exits, journal {seen['journal']} exporter {seen['exporter']}:"
+            f" {'equal' if seen['equal'] else 'DIFFERENT'}"
+        )
         lines.extend(f"{'':<20} {note}" for note in c["notes"])
     return "\n".join(lines)
 
@@ -421,15 +478,15 @@ def main(argv: list[str] | None = None) -> int:
     added = dict(original[0], name="faults-extra", aliases=[], context=1024)
     added["source"] = dict(original[0]["source"], file="faults-extra.gguf")
     cases = [
-        suite.kill_router_idle(args.runs),
-        suite.kill_stream(args.runs, "router"),
-        suite.kill_stream(args.runs, "model"),
-        suite.restart_stream(args.runs),
-        suite.fleet_change("fleet-add", [*original, added], suite.models[0]),
+        suite.watched(lambda: suite.kill_router_idle(args.runs)),
+        suite.watched(lambda: suite.kill_stream(args.runs, "router")),
+        suite.watched(lambda: suite.kill_stream(args.runs, "model")),
+        suite.watched(lambda: suite.restart_stream(args.runs)),
+        suite.watched(lambda: suite.fleet_change("fleet-add", [*original, added], suite.models[0])),
     ]
     suite.models.append("faults-extra")
-    cases.append(suite.thrash(args.clients, args.requests, args.seed))
-    cases.append(suite.fleet_change("fleet-remove", None, suite.models[0]))
+    cases.append(suite.watched(lambda: suite.thrash(args.clients, args.requests, args.seed)))
+    cases.append(suite.watched(lambda: suite.fleet_change("fleet-remove", None, suite.models[0])))
     results = [case.summary() for case in cases]
     print(table(results))
     if args.json:

@@ -112,8 +112,35 @@ def test_reload_and_unknown_models_ask_for_a_new_model_list():
     _, tracker = new_tracker()
     tracker.snapshot([{"id": "a", "status": {"value": "unloaded"}}], 0)
     assert tracker.event({"model": "*", "event": "models_reload"}, 1) is True
-    assert tracker.event({"model": "new", "event": "status_change", "data": {"status": "loaded"}}, 1) is False
     assert tracker.event({"model": "a", "event": "status_change", "data": {"status": "loading"}}, 1) is False
+    # a model that is ready: read the list, which names its new process
+    assert tracker.event({"model": "a", "event": "status_change", "data": {"status": "loaded"}}, 1) is True
+
+
+def running(port: int) -> dict:
+    return {"value": "loaded", "args": ["/opt/llama-server", "--port", str(port)]}
+
+
+def test_a_load_missed_while_disconnected_is_counted_once_after_the_reconnect():
+    registry, tracker = new_tracker()
+    tracker.snapshot([{"id": "a", "status": running(4001)}, {"id": "b", "status": {"value": "unloaded"}}], 0)
+    # the same process seen again: by the periodic read, or after a reconnect (the stream dropped, the
+    # router did not restart): nothing was missed
+    tracker.snapshot([{"id": "a", "status": running(4001)}, {"id": "b", "status": {"value": "unloaded"}}], 1)
+    tracker.snapshot(
+        [{"id": "a", "status": running(4001)}, {"id": "b", "status": {"value": "unloaded"}}], 2, reconnected=True
+    )
+    assert value(registry, "llmrig_model_loads_total", model="a") == 0
+    # the router restarted and loaded b before the exporter was back: one load of b, none of a
+    tracker.snapshot(
+        [{"id": "a", "status": {"value": "unloaded"}}, {"id": "b", "status": running(4002)}], 3, reconnected=True
+    )
+    assert value(registry, "llmrig_model_loads_total", model="b") == 1
+    assert value(registry, "llmrig_model_loads_total", model="a") == 0
+    assert value(registry, "llmrig_model_state", model="b", state="loaded") == 1
+    # a later periodic read of the same process counts nothing more
+    tracker.snapshot([{"id": "a", "status": {"value": "unloaded"}}, {"id": "b", "status": running(4002)}], 4)
+    assert value(registry, "llmrig_model_loads_total", model="b") == 1
 
 
 class FakeRouter(BaseHTTPRequestHandler):
@@ -122,7 +149,8 @@ class FakeRouter(BaseHTTPRequestHandler):
     def do_GET(self):
         assert self.headers["Authorization"] == "Bearer sekret"
         if self.path == "/models":
-            body = json.dumps({"data": [{"id": "a", "status": {"value": "unloaded"}}]}).encode()
+            models = [{"id": name, "status": {"value": "unloaded"}} for name in ("a", "b")]
+            body = json.dumps({"data": models}).encode()
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()

@@ -64,6 +64,24 @@ def run_play(
     return ansible(tmp_path, ["ansible-playbook", str(playbook), *args], groups, host_vars)
 
 
+@pytest.mark.parametrize(
+    ("groups", "host", "exporters", "prometheus"),
+    [
+        # one server that monitors itself: nothing listens beyond loopback
+        ({"llm_servers": ["rig"], "monitoring": ["rig"]}, "rig", "127.0.0.1", "127.0.0.1:9090"),
+        # Prometheus elsewhere: the inference host's exporters must be reachable, the monitor's Prometheus too
+        ({"llm_servers": ["rig"], "monitoring": ["mon"]}, "rig", "0.0.0.0", "0.0.0.0:9090"),
+        ({"llm_servers": ["rig"], "monitoring": ["mon"]}, "mon", "127.0.0.1", "0.0.0.0:9090"),
+        # two inference hosts, one of them monitoring both
+        ({"llm_servers": ["a", "b"], "monitoring": ["a"]}, "b", "0.0.0.0", "0.0.0.0:9090"),
+        ({"llm_servers": ["a", "b"], "monitoring": ["a"]}, "a", "127.0.0.1", "127.0.0.1:9090"),
+    ],
+)
+def test_monitoring_listens_on_loopback_when_it_serves_only_its_own_host(tmp_path, groups, host, exporters, prometheus):
+    assert host_var(tmp_path, groups, host, "llmrig_monitoring_exporters_listen_address") == exporters
+    assert host_var(tmp_path, groups, host, "llmrig_prometheus_listen_address") == prometheus
+
+
 # Bug 4: an IPv6 bind address made the health check, the presets reload and the exporters call
 # http://::1:8080, which is no URL.
 @pytest.mark.parametrize(

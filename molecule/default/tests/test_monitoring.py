@@ -93,6 +93,14 @@ def test_services_run(host):
         assert host.service(service).is_enabled, service
 
 
+def test_exporters_listen_on_loopback_when_prometheus_is_on_this_host(host):
+    for port in (9100, 9410):  # node exporter, gateway exporter
+        assert host.socket(f"tcp://127.0.0.1:{port}").is_listening, port
+        assert not host.socket(f"tcp://0.0.0.0:{port}").is_listening, port
+    # Prometheus itself listens on every address here only because the test host publishes its port
+    assert host.socket("tcp://0.0.0.0:9090").is_listening
+
+
 def test_gateway_exporter_gets_the_key_as_a_credential_only(host):
     user = host.run("systemctl show -p User --value llmrig-gateway-exporter").stdout.strip()
     assert user == "llmrig-exporter"

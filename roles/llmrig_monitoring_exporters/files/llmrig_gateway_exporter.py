@@ -6,6 +6,11 @@ follows the router's own event stream (GET /models/sse), so every spawn, ready a
 happens, even when a swap is shorter than a scrape interval. GET /models is read at start, after every
 reconnect and every --resync seconds, to fill in the current state.
 
+The stream closes when the router stops. The exporter reconnects every RECONNECT_S seconds, and a model
+process that is running at the reconnect but was not known before (its arguments name another port: each
+process gets its own) was loaded while the exporter was not connected: that load is counted too. Its load
+time is unknown and not observed.
+
 Metrics:
   llmrig_model_state{model,state}                 1 for the model's current router state, 0 for the others
   llmrig_model_loads_total{model}                 loads started (a swap is a load)
@@ -33,6 +38,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 STATES = ("unloaded", "loading", "loaded", "sleeping", "failed")
 LOAD_BUCKETS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
 LOG = logging.getLogger("llmrig-gateway-exporter")
+RUNNING = ("loading", "loaded", "sleeping")
+# seconds between attempts to reach the router's event stream: it is local and cheap, and every second
+# without it is a second in which loads are seen only afterwards
+RECONNECT_S = 0.5
 
 
 class Tracker:
@@ -42,6 +51,8 @@ class Tracker:
         self._lock = threading.Lock()
         self._state: dict[str, str] = {}
         self._loading_since: dict[str, float] = {}
+        # the arguments of each running model process last seen in GET /models (they hold its own port)
+        self._instance: dict[str, tuple[str, ...]] = {}
         self.state = Gauge("llmrig_model_state", "Router state of each model", ["model", "state"], registry=registry)
         self.loads = Counter("llmrig_model_loads", "Model loads started by the router", ["model"], registry=registry)
         self.load_seconds = Histogram(
@@ -83,8 +94,9 @@ class Tracker:
         for name in STATES:
             self.state.labels(model, name).set(1 if name == state else 0)
 
-    def snapshot(self, models: Iterable[dict[str, Any]], now: float) -> None:
-        """Adopt the router's view (GET /models). Counters are not touched: the events count."""
+    def snapshot(self, models: Iterable[dict[str, Any]], now: float, reconnected: bool = False) -> None:
+        """Adopt the router's view (GET /models). Counters are not touched (the events count), except after a
+        reconnect: a running model process the exporter did not know was loaded while it was away."""
         with self._lock:
             seen = set()
             for entry in models:
@@ -94,6 +106,15 @@ class Tracker:
                 if state not in STATES:
                     state = "unloaded"
                 seen.add(model)
+                instance = tuple(str(arg) for arg in status.get("args") or ())
+                if state in RUNNING:
+                    if reconnected and instance and self._instance.get(model) != instance:
+                        LOG.info("counting a load of %s that happened while the event stream was down", model)
+                        self._set_state(model, state)
+                        self.loads.labels(model).inc()
+                    self._instance[model] = instance
+                else:
+                    self._instance.pop(model, None)
                 if state == "loading" and self._state.get(model) != "loading":
                     self._loading_since[model] = now
                 elif state != "loading":
@@ -104,6 +125,7 @@ class Tracker:
 
     def _forget(self, model: str) -> None:
         self._state.pop(model, None)
+        self._instance.pop(model, None)
         self._loading_since.pop(model, None)
         for name in STATES:
             self.state.remove(model, name)
@@ -132,6 +154,8 @@ class Tracker:
                 if started is not None and status == "loaded":
                     self.load_seconds.labels(model).observe(max(0.0, now - started))
                 self._set_state(model, str(status))
+                # read the model list: it names the new process (its port), which a reconnect compares
+                return status == "loaded"
             elif kind == "status_change" and status == "unloaded":
                 exit_code = int(data.get("exit_code", 0) or 0)
                 was = self._state.get(model)
@@ -176,24 +200,28 @@ class Router:
         return urllib.request.urlopen(request, timeout=None)
 
 
-def follow(router: Router, tracker: Tracker, clock: Callable[[], float], stop: threading.Event) -> None:
-    """Follow the event stream until stop is set, reconnecting with a short backoff."""
-    backoff = 1.0
+def follow(
+    router: Router, tracker: Tracker, clock: Callable[[], float], stop: threading.Event, retry: float = RECONNECT_S
+) -> None:
+    """Follow the event stream until stop is set, reconnecting every `retry` seconds."""
+    connected_before, failures = False, 0
     while not stop.is_set():
         try:
             with router.events() as stream:
                 tracker.up.set(1)
                 tracker.connects.inc()
-                tracker.snapshot(router.models(), clock())
-                backoff = 1.0
+                tracker.snapshot(router.models(), clock(), reconnected=connected_before)
+                connected_before, failures = True, 0
                 for event in parse_sse(stream):
                     if tracker.event(event, clock()):
                         tracker.snapshot(router.models(), clock())
         except (OSError, ValueError, KeyError) as exc:
-            LOG.warning("router event stream: %s", exc)
+            # once when the router goes away, then about once a minute while it stays away
+            if failures % max(1, round(60 / retry)) == 0:
+                LOG.warning("router event stream: %s", exc)
+            failures += 1
         tracker.up.set(0)
-        stop.wait(backoff)
-        backoff = min(backoff * 2, 30.0)
+        stop.wait(retry)
 
 
 def resync(router: Router, tracker: Tracker, clock: Callable[[], float], every: float, stop: threading.Event) -> None:

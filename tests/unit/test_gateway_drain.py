@@ -1,0 +1,98 @@
+"""The gateway's ExecStop drain against a fake router over real HTTP: it waits while a model reports a
+request in progress, gives up at the timeout, and does not wait for a router that is not there."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+
+DRAIN = Path(__file__).resolve().parents[2] / "roles/llmrig_gateway/files/llmrig-gateway-drain.py"
+KEY = "drain-test-key"
+
+
+class FakeRouter(BaseHTTPRequestHandler):
+    busy_reads = 0  # how many /metrics reads of the loaded model report a request in progress
+    seen: ClassVar[list[str]] = []
+
+    def do_GET(self):
+        FakeRouter.seen.append(self.path)
+        if self.headers["Authorization"] != f"Bearer {KEY}":
+            self.send_response(401)
+            self.end_headers()
+            return
+        if self.path == "/models":
+            models = [{"id": "a", "status": {"value": "loaded"}}, {"id": "b", "status": {"value": "unloaded"}}]
+            body = json.dumps({"data": models}).encode()
+        elif self.path == "/metrics?model=a&autoload=false":
+            processing = 1 if FakeRouter.busy_reads > 0 else 0
+            FakeRouter.busy_reads -= 1
+            body = f"llamacpp:requests_processing {processing}\nllamacpp:requests_deferred 0\n".encode()
+        else:
+            self.send_response(400)
+            self.end_headers()
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def router():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeRouter)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    FakeRouter.seen = []
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def drain(tmp_path: Path, url: str, timeout: float) -> tuple[subprocess.CompletedProcess, float]:
+    key_file = tmp_path / "api-key"
+    key_file.write_text(KEY + "\n")
+    start = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, str(DRAIN), url, str(key_file), str(timeout)], capture_output=True, text=True, timeout=60
+    )
+    return proc, time.monotonic() - start
+
+
+def test_waits_until_no_request_is_in_progress(tmp_path, router):
+    FakeRouter.busy_reads = 5
+    proc, seconds = drain(tmp_path, router, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert "waiting for 1 request(s) in flight" in proc.stdout
+    assert "drained after" in proc.stdout
+    assert 0.8 <= seconds < 10  # five busy reads, 0.2 s apart
+    # only the loaded model is asked, and without loading it
+    assert "/metrics?model=b&autoload=false" not in FakeRouter.seen
+
+
+def test_gives_up_at_the_timeout(tmp_path, router):
+    FakeRouter.busy_reads = 10_000
+    proc, seconds = drain(tmp_path, router, timeout=1)
+    assert proc.returncode == 0, proc.stderr
+    assert "still in flight after 1 s; stopping anyway" in proc.stdout
+    assert seconds < 5
+
+
+def test_idle_router_and_missing_router_need_no_wait(tmp_path, router):
+    FakeRouter.busy_reads = 0
+    proc, seconds = drain(tmp_path, router, timeout=30)
+    assert proc.returncode == 0 and proc.stdout == "" and seconds < 5
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc, seconds = drain(tmp_path, f"http://127.0.0.1:{port}", timeout=30)
+    assert proc.returncode == 0 and proc.stdout == "" and seconds < 5
