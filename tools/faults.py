@@ -361,8 +361,12 @@ class Suite:
                 began["at"] = time.monotonic()
                 threading.Thread(target=self.host.sh, args=(f"systemctl restart {UNIT}",)).start()
 
+            old_router = self.host.router()
             outcome = stream(self.base, self.key, model, max_tokens=300, on_first=restart, timeout=120)
             drained = time.monotonic() - began["at"]
+            # the old router serves until the drain ends: count only answers of the new one
+            while self.host.router() in (0, old_router):
+                time.sleep(0.05)
             total = self.serving_again(began["at"], model)
             case.outcomes.append(outcome)
             case.recovery_s.append(total)

@@ -33,6 +33,8 @@ def preset_global_options(options: Any, variable: str = "llmrig_gateway_global_o
 
 def presets_using(presets: list[dict], files: list[str]) -> list[str]:
     """Names of the models whose preset reads one of these files (model, projector or draft model)."""
+    if isinstance(files, str):
+        raise AnsibleFilterError(f"presets_using wants a list of file names, not the string {files!r}")
     wanted = set(files)
     return [
         preset["name"]
