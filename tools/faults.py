@@ -128,6 +128,14 @@ def complete(base: str, key: str | None, model: str, max_tokens: int = 8, timeou
         return Outcome(status=0, seconds=time.monotonic() - start, error=f"{type(exc).__name__}: {exc}")
 
 
+def started(count: int, target: Callable[[], None]) -> list[threading.Thread]:
+    """`count` threads running target, started."""
+    threads = [threading.Thread(target=target) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    return threads
+
+
 class Host:
     """The container that runs the rig, reached with podman exec."""
 
@@ -286,9 +294,7 @@ class Suite:
                 with lock:
                     outcomes.append(outcome)
 
-        threads = [threading.Thread(target=client) for _ in range(clients)]
-        for thread in threads:
-            thread.start()
+        threads = started(clients, client)
         try:
             action()
         finally:
@@ -414,10 +420,7 @@ class Suite:
                 with lock:
                     outcomes.append(outcome)
 
-        threads = [threading.Thread(target=client) for _ in range(clients)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
+        for thread in started(clients, client):
             thread.join()
         case.outcomes = outcomes
         case.met = all(o.status == 200 and o.error is None for o in outcomes)

@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 
 import pytest
+import yaml
 from llmrig_testlib import (
     TEST_HOST,
     complete,
@@ -24,6 +25,8 @@ REPO = Path(__file__).resolve().parents[3]
 FLEET = ("gemma-a", "gemma-b")
 MODEL_FILE = "gemma-3-270m-q4_k_m.gguf"
 MODEL_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+# as written in group_vars (its templates are rendered when the playbook runs)
+GROUP_VARS_FLEET = yaml.safe_load((REPO / "group_vars/llmrig_test.yml").read_text())["llmrig_fleet"]
 
 
 def journal(host) -> str:
@@ -365,11 +368,9 @@ def test_fleet_change_reloads_presets_without_rebuild_or_restart(host, restore_f
     pid_before = host.service("llmrig-gateway").systemd_properties["MainPID"]
     build_before = host.file("/opt/llmrig/llama.cpp/current").linked_to
     built_at = host.file(f"{build_before}/BUILD-INFO.json").mtime
-    fleet = [
-        _gemma_entry("gemma-a", aliases=["gemma-small"]),
-        _gemma_entry("gemma-b", context=4096),
-        _gemma_entry("gemma-c", file="gemma-c.gguf", context=1024),
-    ]
+    # the group_vars fleet as it is (a model whose preset changes is reloaded, which cuts its requests in
+    # flight) plus a new model with a file of its own
+    fleet = [*GROUP_VARS_FLEET, _gemma_entry("gemma-c", file="gemma-c.gguf", context=1024)]
     complete("gemma-a", max_tokens=1)
     stop, statuses = threading.Event(), []
 

@@ -11,8 +11,11 @@ import json
 import threading
 import time
 
+import faults
+import pytest
 from llmrig_testlib import (
     API_KEY,
+    GATEWAY_URL,
     complete,
     model_children,
     request,
@@ -26,16 +29,21 @@ UNIT = "llmrig-gateway"
 WAITED_FOR_STOP_TIMEOUT = 20.0
 
 
-def serving_again(since: float, timeout: float = 60) -> float:
-    """Seconds from `since` until a completion on gemma-a answers 200 again."""
+def serving_again(since: float, timeout: float = 90) -> float:
+    """Seconds from `since` until a completion on gemma-a answers 200 again (refused connections are
+    retried: the router may be restarting)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        body = {"model": "gemma-a", "prompt": "Hi", "max_tokens": 1}
-        status, _ = request("POST", "/v1/completions", body, timeout=10)
-        if status == 200:
+        if faults.complete(GATEWAY_URL, API_KEY, "gemma-a", max_tokens=1, timeout=10).status == 200:
             return time.monotonic() - since
         time.sleep(0.1)
     raise AssertionError(f"gemma-a did not answer within {timeout} s")
+
+
+@pytest.fixture(autouse=True)
+def serving():
+    """Every test starts with the gateway serving, whatever the one before it did."""
+    serving_again(time.monotonic())
 
 
 def _alive(host, pid: int) -> bool:
