@@ -55,7 +55,6 @@ def test_unit_drains_and_keeps_the_key_off_the_command_line(host):
     assert props["KillMode"] == "mixed"
     assert props["TimeoutStopUSec"] == "45s"
     assert "LLAMA_ARG_API_KEY_FILE=/etc/llmrig/api-key" in props["Environment"]
-    assert "llmrig-gateway-reap" in props["ExecStopPost"]
     assert "llmrig-gateway-drain http://127.0.0.1:8080 /etc/llmrig/api-key 30" in props["ExecStop"]
 
 
@@ -97,7 +96,7 @@ def test_killed_router_mid_stream_gives_the_client_an_error_not_a_hang(host):
 
 def test_stuck_model_process_is_killed_when_its_router_dies(host):
     """A model process that cannot react (SIGSTOP stands in for one stuck in a driver call) must not survive
-    its router and hold VRAM into the next start: the unit's ExecStopPost kills it."""
+    its router and hold VRAM into the next start: systemd (KillMode=mixed) kills what is left."""
     complete("gemma-a", max_tokens=1)
     children = model_children(host)
     assert len(children) == 1
@@ -107,7 +106,7 @@ def test_stuck_model_process_is_killed_when_its_router_dies(host):
     assert wait_for(lambda: not _alive(host, stuck), timeout=15), "the stuck model process is still there"
     serving_again(time.monotonic())
     log = host.run("journalctl -u %s --no-pager -n 60", UNIT).stdout
-    assert f"llmrig-gateway-reap: killing {stuck} (llama-server)" in log, log[-2000:]
+    assert f"Killing process {stuck} (llama-server) with signal SIGKILL" in log, log[-2000:]
 
 
 def test_restart_lets_the_request_in_flight_finish(host):
@@ -124,15 +123,15 @@ def test_restart_lets_the_request_in_flight_finish(host):
         restart["thread"] = threading.Thread(target=run)
         restart["thread"].start()
 
-    result = stream_completion("gemma-a", max_tokens=300, on_first=restart_now, timeout=120)
+    result = stream_completion("gemma-a", max_tokens=150, on_first=restart_now, timeout=120)
     restart["thread"].join(timeout=120)
     assert result.error is None, result
-    assert result.done and result.finish_reason == "length" and result.tokens >= 290, result
+    assert result.done and result.finish_reason == "length" and result.tokens >= 140, result
     assert restart["rc"] == 0
     assert router_pid(host) != old_router
     seconds = serving_again(time.monotonic())
     print(
-        f"\nrestart with a 300-token stream in flight: the stream finished ({result.tokens} tokens),"
+        f"\nrestart with a 150-token stream in flight: the stream finished ({result.tokens} tokens),"
         f" systemctl restart took {restart['seconds']:.2f} s, then serving after {seconds:.2f} s"
     )
     log = host.run("journalctl -u %s --no-pager -n 80 -o cat", UNIT).stdout
