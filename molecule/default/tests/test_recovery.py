@@ -106,7 +106,8 @@ def test_stuck_model_process_is_killed_when_its_router_dies(host):
     assert wait_for(lambda: not _alive(host, stuck), timeout=15), "the stuck model process is still there"
     serving_again(time.monotonic())
     # the whole unit journal: the new router's start has logged a lot since
-    killed = host.run("journalctl -u %s --no-pager -o cat | grep -F %s", UNIT, f"Killing process {stuck} (llama-server)")
+    line = f"Killing process {stuck} (llama-server)"
+    killed = host.run("journalctl -u %s --no-pager -o cat | grep -F %s", UNIT, line)
     assert "with signal SIGKILL" in killed.stdout, killed.stdout
 
 
