@@ -110,7 +110,6 @@ class Tracker:
                 if state in RUNNING:
                     if reconnected and instance and self._instance.get(model) != instance:
                         LOG.info("counting a load of %s that happened while the event stream was down", model)
-                        self._set_state(model, state)
                         self.loads.labels(model).inc()
                     self._instance[model] = instance
                 else:
