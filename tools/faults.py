@@ -10,8 +10,12 @@ ansible-playbook. Standard library only. Cases:
   kill-model-stream       kill -9 of the model process during a streamed request
   restart-stream          systemctl restart with a streamed request in flight
   fleet-add               re-run site.yml adding a model whose file is new, clients on another model
+  fleet-settings          re-run site.yml changing the settings of the model the clients use
   thrash                  16 clients, 1,000 requests over 3 models, streamed and not
   fleet-remove            re-run site.yml with the original fleet (a model removed), clients running
+  upgrade                 re-run site.yml with another llama.cpp version (--upgrade-source), clients running
+  rollback                re-run site.yml with a build whose models cannot start, clients running: it is
+                          rolled back to the build that served; then the original build is put back
 
 Per case: requests sent, non-2xx answers, client errors (no answer, a stream cut), recovery times, model
 loads (the router's journal), p50/p95 latency, and the case's goal with met / not met. The exit status is 1
@@ -22,12 +26,14 @@ as JSON, and the goals are the ones in docs/faults.md.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import random
 import re
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import threading
 import time
@@ -128,6 +134,40 @@ def complete(base: str, key: str | None, model: str, max_tokens: int = 8, timeou
         return Outcome(status=0, seconds=time.monotonic() - start, error=f"{type(exc).__name__}: {exc}")
 
 
+# Where the router builds a model process's command line (tools/server/server-models.cpp of the llama.cpp
+# tree in the llama-cpp-python 0.3.3x sdists), and what a broken build adds: an option llama-server does not
+# know, so every model process exits at once while the router itself starts and answers /health.
+SPAWN_LINE = "std::vector<std::string> child_args = inst.meta.args; // copy"
+BROKEN_ARG = "--llmrig-broken-build"
+
+
+def broken_source(sdist: Path, dest: Path) -> Path:
+    """Write a source archive like the sdist (its llama.cpp tree only, same paths, so ccache still hits) whose
+    router starts model processes that cannot start: a llama.cpp build that passes `llama-server --version`
+    and /health but fails every model."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    patched = 0
+    with tarfile.open(sdist, "r:gz") as src, tarfile.open(dest, "w:gz", compresslevel=1) as out:
+        for member in src:
+            parts = member.name.split("/")
+            if parts[1:3] != ["vendor", "llama.cpp"]:
+                continue
+            data = src.extractfile(member) if member.isfile() else None
+            if data is not None and member.name.endswith("tools/server/server-models.cpp"):
+                text = data.read().decode()
+                if SPAWN_LINE not in text:
+                    raise RuntimeError(f"{sdist}: the model spawn line changed; cannot make a broken build")
+                raw = text.replace(SPAWN_LINE, f'{SPAWN_LINE}\nchild_args.push_back("{BROKEN_ARG}");').encode()
+                member.size = len(raw)
+                out.addfile(member, io.BytesIO(raw))
+                patched += 1
+            else:
+                out.addfile(member, data)
+    if patched != 1:
+        raise RuntimeError(f"{sdist}: no tools/server/server-models.cpp under vendor/llama.cpp")
+    return dest
+
+
 def started(count: int, target: Callable[[], None]) -> list[threading.Thread]:
     """`count` threads running target, started."""
     threads = [threading.Thread(target=target) for _ in range(count)]
@@ -153,6 +193,11 @@ class Host:
 
     def router(self) -> int:
         return int(self.sh(f"systemctl show -p MainPID --value {UNIT}").strip())
+
+    def serving_build(self) -> str:
+        """The llama.cpp build directory the running router was started from."""
+        exe = self.sh(f"readlink -e /proc/{self.router()}/exe", check=False).strip()
+        return exe.rsplit("/bin/", 1)[0]
 
     def children(self, parent: int) -> list[int]:
         script = (
@@ -264,12 +309,13 @@ class Suite:
         self.resident(other)
         return complete(self.base, self.key, model, max_tokens=1).seconds
 
-    def playbook(self, fleet: list | None) -> tuple[int, str]:
+    def playbook(self, extra_vars: dict | None) -> tuple[int, str]:
+        """site.yml against the host, with extra variables (None: the inventory as it is)."""
         command = ["ansible-playbook", "-i", self.inventory, str(REPO / "playbooks/site.yml")]
         with tempfile.TemporaryDirectory() as tmp:
-            if fleet is not None:
-                extra = Path(tmp, "fleet.json")
-                extra.write_text(json.dumps({"llmrig_fleet": fleet}))
+            if extra_vars is not None:
+                extra = Path(tmp, "extra.json")
+                extra.write_text(json.dumps(extra_vars))
                 command += ["-e", f"@{extra}"]
             proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=1800)
         return proc.returncode, proc.stdout + proc.stderr
@@ -387,7 +433,7 @@ class Suite:
         result: dict[str, Any] = {}
 
         def run() -> None:
-            result["rc"], result["output"] = self.playbook(fleet)
+            result["rc"], result["output"] = self.playbook(None if fleet is None else {"llmrig_fleet": fleet})
 
         case.outcomes = self.under_load(model, clients=2, action=run)
         restarted = "RUNNING HANDLER [llmrig_gateway : Restart llmrig gateway]" in result["output"]
@@ -399,6 +445,43 @@ class Suite:
             case.notes.append(f"the gateway was restarted (handler ran: {restarted}, new PID: {not same_router})")
         case.notes.append(f"{failed} failed requests during the change")
         case.met = result["rc"] == 0 and not restarted and same_router and failed == 0
+        return case
+
+    def switch_build(self, name: str, source: Path, expect_rollback: bool) -> Case:
+        """site.yml with another llama.cpp source archive while two clients send completions."""
+        model = self.models[0]
+        if expect_rollback:
+            goal = "site.yml fails saying why, the build that served serves again, no request cut"
+        else:
+            goal = "the new build serves; no HTTP error, no request cut (refused only while the routers change)"
+        case = Case(name, goal)
+        before, router = self.host.serving_build(), self.host.router()
+        result: dict[str, Any] = {}
+
+        def run() -> None:
+            began = time.monotonic()
+            result["rc"], result["output"] = self.playbook({"llmrig_llamacpp_archive_path": str(source)})
+            result["seconds"] = time.monotonic() - began
+
+        case.outcomes = self.under_load(model, clients=2, action=run)
+        after = self.host.serving_build()
+        output = " ".join(result["output"].split())
+        refused = [o for o in case.outcomes if o.status == 0 and o.error and "Connection refused" in o.error]
+        cut = [o for o in case.outcomes if o.status == 200 and o.error is not None]
+        http = [o for o in case.outcomes if o.status not in (0, 200)]
+        case.notes.append(
+            f"site.yml {result['seconds']:.0f} s, exit {result['rc']}; build {Path(before).name} -> {Path(after).name}"
+            f" (router PID {router} -> {self.host.router()}); {len(refused)} refused, {len(http)} HTTP errors,"
+            f" {len(cut)} cut"
+        )
+        if expect_rollback:
+            said = re.search(r"llama\.cpp build \S+ failed its check after the upgrade .*?which serves again", output)
+            case.notes.append(said.group(0)[:400] if said else "NO ROLLBACK MESSAGE: " + result["output"][-1500:])
+            case.met = result["rc"] != 0 and said is not None and after == before and not cut
+        else:
+            if result["rc"] != 0:
+                case.notes.append("site.yml failed: " + result["output"][-2000:])
+            case.met = result["rc"] == 0 and after != before and not http and not cut
         return case
 
     def thrash(self, clients: int, requests: int, seed: int) -> Case:
@@ -475,6 +558,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", help="write the results here")
+    parser.add_argument(
+        "--upgrade-source",
+        type=Path,
+        help="another llama.cpp version's source archive (a llama-cpp-python sdist) for the upgrade case",
+    )
+    parser.add_argument(
+        "--broken-from",
+        type=Path,
+        help="sdist to patch into a build whose models cannot start, for the rollback case",
+    )
     args = parser.parse_args(argv)
 
     suite = Suite(args)
@@ -491,9 +584,24 @@ def main(argv: list[str] | None = None) -> int:
         suite.watched(lambda: suite.restart_stream(args.runs)),
         suite.watched(lambda: suite.fleet_change("fleet-add", [*original, added], suite.models[0])),
     ]
+    # the settings of the model the clients use change: the router restarts that model (drained first)
+    changed = [dict(original[0], context=2 * int(original[0]["context"])), *original[1:], added]
+    cases.append(suite.watched(lambda: suite.fleet_change("fleet-settings", changed, suite.models[0])))
     suite.models.append("faults-extra")
     cases.append(suite.watched(lambda: suite.thrash(args.clients, args.requests, args.seed)))
     cases.append(suite.watched(lambda: suite.fleet_change("fleet-remove", None, suite.models[0])))
+    suite.models.remove("faults-extra")
+    if args.upgrade_source:
+        cases.append(suite.watched(lambda: suite.switch_build("upgrade", args.upgrade_source, False)))
+    if args.broken_from:
+        with tempfile.TemporaryDirectory() as tmp:
+            broken = broken_source(args.broken_from, Path(tmp, "llama-cpp-broken.tar.gz"))
+            cases.append(suite.watched(lambda: suite.switch_build("rollback", broken, True)))
+    if args.upgrade_source or args.broken_from:
+        returncode, output = suite.playbook(None)
+        if returncode != 0:
+            print("putting the inventory's llama.cpp build back failed:\n" + output[-3000:], file=sys.stderr)
+            return 1
     results = [case.summary() for case in cases]
     print(table(results))
     if args.json:

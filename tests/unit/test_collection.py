@@ -6,11 +6,13 @@ import re
 from pathlib import Path
 
 import yaml
-from ansible_collections.llmrig.serving.plugins.filter import endpoint, presets
+from ansible_collections.llmrig.serving.plugins.filter import endpoint, network, presets
 
 COLLECTION = Path(__file__).resolve().parents[2] / "collections/ansible_collections/llmrig/serving"
 MODULES = sorted(path.stem for path in (COLLECTION / "plugins/modules").glob("*.py"))
-FILTERS = sorted([*presets.FilterModule().filters(), *endpoint.FilterModule().filters()])
+FILTERS = sorted(
+    [*presets.FilterModule().filters(), *endpoint.FilterModule().filters(), *network.FilterModule().filters()]
+)
 
 
 def test_the_changelog_starts_with_the_galaxy_version():

@@ -129,7 +129,15 @@ def test_source_url_and_path_format():
 
 def test_source_size_is_optional_and_reaches_the_files():
     (out,) = validate_fleet([entry(source={"url": "https://x/a.gguf", "sha256": SHA, "size": 1234})])
-    assert fleet_files([out]) == [{"url": "https://x/a.gguf", "size": 1234, "sha256": SHA, "file": "a.gguf"}]
+    assert fleet_files([out]) == [
+        {
+            "url": "https://x/a.gguf",
+            "size": 1234,
+            "sha256": SHA,
+            "file": "a.gguf",
+            "used_by": ["fleet entry 'model-a' (#1): field 'source'"],
+        }
+    ]
     fails(
         [entry(source={"url": "https://x/a.gguf", "sha256": SHA, "size": 0})], "'model-a' (#1)", "source.size", ">= 1"
     )
@@ -258,6 +266,11 @@ def test_same_file_twice_is_one_download():
     fleet = validate_fleet([entry(), entry(name="model-b", context=8192)])
     files = fleet_files(fleet)
     assert [item["file"] for item in files] == ["model-a.Q4_K_M.gguf"]
+    # its download's messages name both entries
+    assert files[0]["used_by"] == [
+        "fleet entry 'model-a' (#1): field 'source'",
+        "fleet entry 'model-b' (#2): field 'source'",
+    ]
 
 
 def test_fleet_files_include_projector_and_draft():
@@ -268,6 +281,8 @@ def test_fleet_files_include_projector_and_draft():
     files = fleet_files(validate_fleet([full]))
     assert [item["file"] for item in files] == ["model-a.Q4_K_M.gguf", "mmproj-a.gguf", "draft.gguf"]
     assert files[2]["path"] == "/m/draft.gguf"
+    assert files[1]["used_by"] == ["fleet entry 'model-a' (#1): field 'mmproj'"]
+    assert files[2]["used_by"] == ["fleet entry 'model-a' (#1): field 'speculative.model'"]
 
 
 def test_validation_does_not_modify_input():

@@ -32,6 +32,8 @@ class FakeRouter(BaseHTTPRequestHandler):
         if self.path == "/models":
             models = [{"id": "a", "status": {"value": "loaded"}}, {"id": "b", "status": {"value": "unloaded"}}]
             body = json.dumps({"data": models}).encode()
+        elif self.path == "/models?reload=1":
+            body = b"{}"
         elif self.path == "/metrics?model=a&autoload=false":
             processing = 1 if FakeRouter.busy_reads > 0 else 0
             FakeRouter.busy_reads -= 1
@@ -58,12 +60,15 @@ def router():
     server.shutdown()
 
 
-def drain(tmp_path: Path, url: str, timeout: float) -> tuple[subprocess.CompletedProcess, float]:
+def drain(tmp_path: Path, url: str, timeout: float, *models: str) -> tuple[subprocess.CompletedProcess, float]:
     key_file = tmp_path / "api-key"
     key_file.write_text(KEY + "\n")
     start = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, str(DRAIN), url, str(key_file), str(timeout)], capture_output=True, text=True, timeout=60
+        [sys.executable, str(DRAIN), url, str(key_file), str(timeout), *models],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     return proc, time.monotonic() - start
 
@@ -96,3 +101,24 @@ def test_idle_router_and_missing_router_need_no_wait(tmp_path, router):
         port = sock.getsockname()[1]
     proc, seconds = drain(tmp_path, f"http://127.0.0.1:{port}", timeout=30)
     assert proc.returncode == 0 and proc.stdout == "" and seconds < 5
+
+
+def test_a_presets_reload_waits_for_the_changed_models_only_then_reloads(tmp_path, router):
+    """The reload handler: only the models whose preset changed are waited for, and the reload follows."""
+    FakeRouter.busy_reads = 1000  # model a stays busy
+    proc, seconds = drain(tmp_path, router, 5, "--reload", "b,c")
+    assert proc.returncode == 0 and seconds < 2, (proc.stdout, proc.stderr, seconds)
+    assert "/metrics?model=a&autoload=false" not in FakeRouter.seen
+    assert FakeRouter.seen[-1] == "/models?reload=1"
+    FakeRouter.seen = []
+    FakeRouter.busy_reads = 5  # a is busy for five reads, then idle: reloaded then, not before
+    proc, seconds = drain(tmp_path, router, 10, "--reload", "a")
+    assert proc.returncode == 0, proc.stderr
+    assert "drained after" in proc.stdout
+    reads = [path for path in FakeRouter.seen if path.startswith("/metrics")]
+    assert len(reads) == 6 and FakeRouter.seen[-1] == "/models?reload=1", FakeRouter.seen
+    FakeRouter.busy_reads = 1000
+    proc, _ = drain(tmp_path, router, 1, "--reload", "a")
+    assert "still in flight after 1 s; reloading anyway" in proc.stdout
+    assert FakeRouter.seen[-1] == "/models?reload=1"
+    FakeRouter.busy_reads = 0

@@ -6,6 +6,7 @@ import hashlib
 import http.server
 import os
 import socket
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -264,6 +265,32 @@ def test_stalled_transfer_times_out_with_a_message_not_a_traceback(tmp_path, dir
     assert "incomplete" in result["msg"] and "timed out" in result["msg"]
     assert "Traceback" not in result.get("module_stderr", "")
     assert partial(dirs).stat().st_size == 1024 * 1024
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A 1 MiB tmpfs (root only; the Molecule test fills a filesystem on the host whatever runs it)."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("mounting a tmpfs needs root")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_a_full_filesystem_keeps_the_partial_and_names_the_entry(tmp_path, server, small_fs):
+    RangeHandler.mode = "normal"
+    dirs = {name: small_fs / name for name in ("models", "staging", "verified")}
+    for path in dirs.values():
+        path.mkdir()
+    needed_by = "fleet entry 'coder' (#2): field 'source'"
+    result = run(tmp_path, url=server, needed_by=needed_by, **base_args(dirs))
+    assert result["failed"] is True
+    assert result["msg"].startswith(f"{needed_by}: download of model.gguf is incomplete ("), result["msg"]
+    assert "the models filesystem is full ([Errno 28] No space left on device); free space" in result["msg"]
+    assert list(dirs["models"].iterdir()) == []
+    assert 0 < partial(dirs).stat().st_size < len(PAYLOAD)
+    assert PAYLOAD.startswith(partial(dirs).read_bytes())  # what was kept is the file's beginning
 
 
 def test_partial_of_another_version_of_the_file_is_never_resumed(tmp_path, dirs, server):

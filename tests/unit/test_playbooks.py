@@ -309,6 +309,32 @@ def test_build_id_follows_the_commit_a_tag_points_to(tmp_path):
     assert ids[0] != ids[1]
 
 
+# Issue 11: a build that failed its check after an upgrade was rolled back (by the gateway role); switching
+# to it again would fail again, so the next run stops in preflight, before anything changes.
+def test_a_build_that_was_rolled_back_is_refused_until_its_pin_changes(tmp_path):
+    install = tmp_path / "builds"
+    status, output = llamacpp_preflight(tmp_path, None, llmrig_llamacpp_install_dir=str(install))
+    assert status == 0, output
+    refused = build_id(output)
+    record = {"build": refused, "rolled_back_to": "0123456789ab", "when": "2026-12-02T13:29:25Z",
+              "reason": "Assert every fleet model answered: gemma-a HTTP 500"}  # fmt: skip
+    (install / refused).mkdir(parents=True)
+    (install / refused / "ROLLED-BACK.json").write_text(json.dumps(record))
+    status, output = llamacpp_preflight(tmp_path, None, llmrig_llamacpp_install_dir=str(install))
+    assert status != 0
+    message = " ".join(output.split())
+    assert f"llama.cpp build {refused} (archive:" in message, output
+    assert "failed its check after the upgrade on 2026-12-02T13:29:25Z and build 0123456789ab was put back:" in message
+    assert f"delete {install}/{refused}/ROLLED-BACK.json to try this build again" in message
+    assert "BUILD=" not in output
+    # another pin is another build id, and it is not refused
+    status, output = llamacpp_preflight(
+        tmp_path, None, llmrig_llamacpp_install_dir=str(install), llmrig_llamacpp_cmake_flags=["-DX=1"]
+    )
+    assert status == 0, output
+    assert build_id(output) != refused
+
+
 def gateway_unit(tmp_path: Path, systemd_version: int, cuda: bool) -> str:
     """The gateway's systemd unit rendered by Ansible from the role's template and its real inputs."""
     dest = tmp_path / f"unit-{systemd_version}-{cuda}.service"

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import re
 import tempfile
 import threading
 from pathlib import Path
 
+import openai
 import pytest
+import vision_projector
 import yaml
 from llmrig_testlib import (
+    API_KEY,
+    GATEWAY_URL,
     TEST_HOST,
     complete,
     llama_processes,
@@ -268,17 +274,6 @@ def test_option_unknown_to_llama_server_is_refused_before_the_presets_change(hos
     assert complete("gemma-a", max_tokens=4)["usage"]["completion_tokens"] > 0
 
 
-def test_wrong_checksum_never_reaches_the_models_dir(host):
-    models_before = host.run("ls -A /var/lib/llmrig/models").stdout.split()
-    copy = _gemma_entry("gemma-copy", file="gemma-copy.gguf", sha256="0" * 64)
-    returncode, output = _playbook_with_fleet([_gemma_entry("gemma-a"), copy])
-    assert returncode != 0, output
-    assert "sha256 mismatch for gemma-copy.gguf" in output, output
-    assert host.run("ls -A /var/lib/llmrig/models").stdout.split() == models_before
-    assert host.run("ls -A /var/lib/llmrig/staging").stdout.split() == []
-    assert complete("gemma-a", max_tokens=4)["usage"]["completion_tokens"] > 0
-
-
 def test_disk_space_preflight_stops_before_any_change(host):
     presets_before = host.file("/etc/llmrig/presets.ini").sha256sum
     extra = _gemma_entry("gemma-big", file="gemma-big.gguf")
@@ -293,32 +288,20 @@ def test_disk_space_preflight_stops_before_any_change(host):
     assert not host.file("/var/lib/llmrig/models/gemma-big.gguf").exists
 
 
-def test_unused_files_are_pruned_and_a_file_in_place_is_not_fetched_again(host):
-    """Files that left the fleet, their records and abandoned partials go (and the run says so); the model in
-    place whose record was lost is hashed and adopted, not copied again."""
+def test_one_converge_prunes_keeps_a_running_build_and_plans_once(host):
+    """One site.yml run (each of these costs a converge, so they share it) after setting up what it must
+    clean up:
+    - files that left the fleet, their records and abandoned partials go (and the run says so); the model in
+      place whose record was lost is hashed and adopted, not copied again;
+    - with no builds kept for rollback, an idle old build goes but one a process runs from stays (the router
+      starts model processes from the binary it started with, until it is restarted);
+    - site.yml validates and plans the fleet once per host (in preflight)."""
+    builds = "/opt/llmrig/llama.cpp"
     host.run(
         "set -e; cd /var/lib/llmrig; head -c 3000000 /dev/zero > models/dropped.gguf;"
         " echo {} > verified/dropped.gguf.json;"
         f" head -c 2000000 /dev/zero > staging/{'e' * 64}.part; rm verified/{MODEL_FILE}.json"
     )
-    returncode, output = _playbook_with_fleet(None)
-    assert returncode == 0, output[-3000:]
-    # the callback colours each line and wraps long messages
-    report = re.sub(r"\s+", "", re.sub(r"\x1b\[[0-9;]*m", "", output))
-    assert "removed/var/lib/llmrig/models/dropped.gguf,/var/lib/llmrig/verified/dropped.gguf.json," in report
-    assert f"/var/lib/llmrig/staging/{'e' * 64}.part(4.77MB)" in report, output
-    staging = output.split("TASK [llmrig_models : Stage controller-side model files on the host]")[1].split("TASK [")[0]
-    assert "changed:" not in staging, staging
-    assert sorted(host.run("ls -A /var/lib/llmrig/models").stdout.split()) == [MODEL_FILE]
-    assert host.run("ls -A /var/lib/llmrig/staging").stdout.split() == []
-    assert host.file(f"/var/lib/llmrig/verified/{MODEL_FILE}.json").exists
-    assert complete("gemma-a", max_tokens=4)["usage"]["completion_tokens"] > 0
-
-
-def test_build_cleanup_keeps_a_build_that_a_process_still_runs(host):
-    """With no builds kept for rollback, an idle old build goes but one a process runs from stays (the router
-    starts model processes from the binary it started with, until it is restarted)."""
-    builds = "/opt/llmrig/llama.cpp"
     host.run(
         f"set -e; for b in oldidle oldrunning; do mkdir -p {builds}/$b/bin; cp /bin/sleep {builds}/$b/bin/llama-server;"
         f" touch -d '2020-01-01' {builds}/$b; done;"
@@ -327,9 +310,19 @@ def test_build_cleanup_keeps_a_build_that_a_process_still_runs(host):
     try:
         returncode, output = _playbook_with_fleet(None, "-e", "llmrig_llamacpp_keep_builds=0")
         assert returncode == 0, output[-3000:]
+        # the callback colours each line and wraps long messages
+        report = re.sub(r"\s+", "", re.sub(r"\x1b\[[0-9;]*m", "", output))
+        assert "removed/var/lib/llmrig/models/dropped.gguf,/var/lib/llmrig/verified/dropped.gguf.json," in report
+        assert f"/var/lib/llmrig/staging/{'e' * 64}.part(4.77MB)" in report, output
+        staging = output.split("TASK [llmrig_models : Stage controller-side model files on the host]")[1]
+        assert "changed:" not in staging.split("TASK [")[0], staging
+        assert sorted(host.run("ls -A /var/lib/llmrig/models").stdout.split()) == [MODEL_FILE]
+        assert host.run("ls -A /var/lib/llmrig/staging").stdout.split() == []
+        assert host.file(f"/var/lib/llmrig/verified/{MODEL_FILE}.json").exists
         assert not host.file(f"{builds}/oldidle").exists
         assert host.file(f"{builds}/oldrunning/bin/llama-server").exists
         assert host.file(f"{builds}/current/bin/llama-server").exists
+        assert _task_runs(output, "llmrig_planner : Validate and plan the fleet") == 1, output
     finally:
         host.run(f"systemctl stop llmrig-test-oldbuild; rm -rf {builds}/oldidle {builds}/oldrunning")
     assert complete("gemma-a", max_tokens=4)["usage"]["completion_tokens"] > 0
@@ -347,13 +340,10 @@ def _task_runs(output: str, task: str) -> int:
     return len(re.findall(rf"^TASK \[{re.escape(task)}\]", output, re.M))
 
 
-def test_one_validation_and_one_plan_per_run_and_serving_alone_plans_too(host):
-    """site.yml validates and plans the fleet once per host (in preflight); serving.yml run on its own
-    plans too (the first role that needs the plan resolves it) and renders the same presets."""
+def test_serving_alone_plans_too_and_renders_the_same_presets(host):
+    """serving.yml run on its own plans the fleet (the first role that needs the plan resolves it) and renders
+    the presets site.yml rendered."""
     presets = host.file("/etc/llmrig/presets.ini").content_string
-    returncode, output = _playbook_with_fleet(None)
-    assert returncode == 0, output[-3000:]
-    assert _task_runs(output, "llmrig_planner : Validate and plan the fleet") == 1, output
     returncode, output = run_playbook(TEST_HOST, ["llm_servers", "llmrig_test"], "serving.yml")
     assert returncode == 0, output[-3000:]
     assert _task_runs(output, "llmrig_planner : Validate and plan the fleet") == 1, output
@@ -362,15 +352,20 @@ def test_one_validation_and_one_plan_per_run_and_serving_alone_plans_too(host):
     assert "--models-max 1" in host.service("llmrig-gateway").systemd_properties["ExecStart"]
 
 
-def test_fleet_change_reloads_presets_without_rebuild_or_restart(host, restore_fleet):
-    """Adding a model with a new file re-reads the presets in the running router: no rebuild, no restart,
-    and requests to the model that is serving meanwhile all succeed."""
+def test_fleet_change_reloads_presets_without_rebuild_or_restart(host, restore_fleet, tmp_path):
+    """Adding a model with new files (a vision model: weights and a projector) re-reads the presets in the
+    running router: no rebuild, no restart, and requests to the model that is serving meanwhile all succeed.
+    The new model then answers a chat request with an image (a projector with random weights,
+    tests/vision_projector.py: it proves the path, not the quality)."""
     pid_before = host.service("llmrig-gateway").systemd_properties["MainPID"]
     build_before = host.file("/opt/llmrig/llama.cpp/current").linked_to
     built_at = host.file(f"{build_before}/BUILD-INFO.json").mtime
+    projector = tmp_path / "mmproj-llmrig-test.gguf"
+    vision_projector.write_gemma3_projector(projector, vision_projector.text_width(REPO / ".cache/models" / MODEL_FILE))
+    mmproj = {"path": str(projector), "sha256": hashlib.sha256(projector.read_bytes()).hexdigest()}
     # the group_vars fleet as it is (a model whose preset changes is reloaded, which cuts its requests in
-    # flight) plus a new model with a file of its own
-    fleet = [*GROUP_VARS_FLEET, _gemma_entry("gemma-c", file="gemma-c.gguf", context=1024)]
+    # flight) plus a new model with files of its own
+    fleet = [*GROUP_VARS_FLEET, _gemma_entry("gemma-c", file="gemma-c.gguf", context=1024, mmproj=mmproj)]
     complete("gemma-a", max_tokens=1)
     stop, statuses = threading.Event(), []
 
@@ -400,3 +395,21 @@ def test_fleet_change_reloads_presets_without_rebuild_or_restart(host, restore_f
     assert "gemma-c" in model_states()
     body = complete("gemma-c", max_tokens=4)
     assert body["usage"]["completion_tokens"] > 0
+    args = {item["id"]: item["status"]["args"] for item in request("GET", "/models")[1]["data"]}
+    assert "--mmproj" in args["gemma-c"], args["gemma-c"]
+    client = openai.OpenAI(base_url=f"{GATEWAY_URL}/v1", api_key=API_KEY, max_retries=0)
+    image = "data:image/png;base64," + base64.b64encode(vision_projector.png()).decode()
+    question = [{"type": "text", "text": "What is in this image?"}]
+    with_image = client.chat.completions.create(
+        model="gemma-c",
+        messages=[{"role": "user", "content": [*question, {"type": "image_url", "image_url": {"url": image}}]}],
+        max_tokens=4,
+    )
+    text_only = client.chat.completions.create(
+        model="gemma-c", messages=[{"role": "user", "content": question}], max_tokens=4
+    )
+    assert with_image.usage.completion_tokens > 0
+    # the image became tokens of the prompt: 4 embeddings from the projector, between the image markers
+    extra = with_image.usage.prompt_tokens - text_only.usage.prompt_tokens
+    print(f"\nvision: the image added {extra} prompt tokens")
+    assert extra >= 4, (with_image.usage, text_only.usage)

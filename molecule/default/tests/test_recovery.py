@@ -190,3 +190,6 @@ def test_systemd_security_exposure_of_the_llmrig_services(host):
     # device and capability access until a GPU host proves a tighter sandbox does not break NVML
     assert scores["llmrig-gateway.service"] <= 3.7, scores
     assert scores["llmrig-gateway-exporter.service"] <= 3.7, scores
+    # HTTPS and the firewall are on in this scenario's host_vars
+    assert scores["llmrig-tls-proxy.service"] <= 3.7, scores
+    assert scores["llmrig-firewall.service"] <= 3.7, scores

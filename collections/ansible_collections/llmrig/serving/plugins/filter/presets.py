@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import configparser
 import posixpath
 from typing import Any
 
@@ -43,10 +44,26 @@ def presets_using(presets: list[dict], files: list[str]) -> list[str]:
     ]
 
 
+def _preset_sections(text: str) -> dict[str, dict[str, str]]:
+    """Each model's options as llama-server reads a presets file: its own section over [*]."""
+    parser = configparser.ConfigParser(interpolation=None, comment_prefixes=(";", "#"), strict=False)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]  # option names are case-sensitive
+    parser.read_string("[llmrig:top]\n" + (text or ""))
+    shared = dict(parser["*"]) if parser.has_section("*") else {}
+    return {name: {**shared, **dict(parser[name])} for name in parser.sections() if name not in ("*", "llmrig:top")}
+
+
+def presets_changed(old_text: str, new_text: str) -> list[str]:
+    """Models of the old presets file that the new one changes or removes (the router's reload stops them)."""
+    old, new = _preset_sections(old_text), _preset_sections(new_text)
+    return [name for name, options in old.items() if new.get(name) != options]
+
+
 class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {
             "preset_value": preset_value,
             "preset_global_options": preset_global_options,
             "presets_using": presets_using,
+            "presets_changed": presets_changed,
         }

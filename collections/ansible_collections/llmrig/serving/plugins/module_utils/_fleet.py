@@ -440,12 +440,14 @@ def validate_fleet(fleet: Any) -> list[dict]:
 
 
 def fleet_files(entries: list[dict]) -> list[dict]:
-    """Unique files the fleet needs on the host: file, sha256 and url or path."""
+    """Unique files the fleet needs on the host: file, sha256, url or path, and used_by: the entries and
+    fields that name it, as the fleet's messages do (for the messages of the file's download)."""
     seen: dict[str, dict] = {}
-    for entry in entries:
-        for _field, source in _entry_sources(entry):
-            seen.setdefault(source["file"], source)
-    return [dict(source) for source in seen.values()]
+    for index, entry in enumerate(entries):
+        for field, source in _entry_sources(entry):
+            item = seen.setdefault(source["file"], {**source, "used_by": []})
+            item["used_by"].append(f"fleet entry {entry_label(index, entry['name'])}: field '{field}'")
+    return list(seen.values())
 
 
 def ini_value(value: Any) -> str:

@@ -60,6 +60,11 @@ options:
     description: Socket timeout in seconds for the download.
     type: int
     default: 60
+  needed_by:
+    description:
+      - "Who needs the file, for example C(fleet entry 'coder' (#2): field 'source'). Every failure message starts
+        with it, so it names what to fix."
+    type: str
 extends_documentation_fragment:
   - llmrig.serving.attributes
   - ansible.builtin.files
@@ -107,6 +112,7 @@ free_bytes:
   type: int
 """
 
+import errno
 import hashlib
 import http.client
 import json
@@ -127,9 +133,10 @@ TRANSFER_ERRORS = (OSError, http.client.HTTPException)
 class Incomplete(Exception):
     """The transfer stopped before the whole file arrived; the partial file is kept for the next run."""
 
-    def __init__(self, why: str, total: int | None = None) -> None:
+    def __init__(self, why: str, total: int | None = None, disk_full: bool = False) -> None:
         super().__init__(why)
         self.total = total
+        self.disk_full = disk_full
 
 
 def build_module() -> AnsibleModule:
@@ -144,6 +151,7 @@ def build_module() -> AnsibleModule:
             "state_dir": {"type": "path", "required": True},
             "state": {"type": "str", "choices": ["present", "planned"], "default": "present"},
             "timeout": {"type": "int", "default": 60},
+            "needed_by": {"type": "str"},
         },
         mutually_exclusive=[("url", "src")],
         required_one_of=[("url", "src")],
@@ -225,13 +233,22 @@ def remote_size(module: AnsibleModule) -> tuple[int | None, str]:
     return None, "; ".join(reasons)
 
 
-def _incomplete_message(module: AnsibleModule, partial: str, total: int | None, why: str) -> str:
+def fail(module: AnsibleModule, msg: str, **result) -> None:
+    """fail_json with the message prefixed by who needs the file (needed_by)."""
+    needed_by = module.params["needed_by"]
+    module.fail_json(msg=f"{needed_by}: {msg}" if needed_by else msg, **result)
+
+
+def _incomplete_message(module: AnsibleModule, partial: str, exc: Incomplete) -> str:
     have = size_of(partial)
-    of = f" of {total}" if total is not None else ""
-    return (
-        f"download of {os.path.basename(module.params['dest'])} is incomplete ({have}{of} bytes): {why}. "
-        f"The partial file {partial} was kept; run again to resume."
+    of = f" of {exc.total}" if exc.total is not None else ""
+    then = (
+        f"free space on the models filesystem ({have} bytes of it are the partial file {partial}, kept to "
+        "resume the download) and run again"
+        if exc.disk_full
+        else f"the partial file {partial} was kept; run again to resume"
     )
+    return f"download of {os.path.basename(module.params['dest'])} is incomplete ({have}{of} bytes): {exc}; {then}."
 
 
 def _skip_matching_prefix(response, partial: str, offset: int) -> None:
@@ -303,6 +320,8 @@ def download(module: AnsibleModule, partial: str, total: int | None) -> str:
         if total is not None and size_of(partial) < total:
             raise Incomplete("the server closed the connection early")
     except TRANSFER_ERRORS as exc:  # while the body was read (the prefix check included)
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            raise Incomplete(f"the models filesystem is full ({exc})", total, disk_full=True) from exc
         raise Incomplete(f"the transfer broke off ({exc})", total) from exc
     except Incomplete as exc:
         exc.total = total
@@ -383,11 +402,10 @@ def plan(module: AnsibleModule, free: int) -> None:
             action="verified-existing",
         )
     if total is None:
-        module.fail_json(
-            msg=(
-                f"the size of {os.path.basename(params['dest'])} cannot be known for the disk-space check ({why}); "
-                f"set source.size (bytes) in its fleet entry"
-            )
+        fail(
+            module,
+            f"the size of {os.path.basename(params['dest'])} cannot be known for the disk-space check ({why}); "
+            f"set source.size (bytes) in its fleet entry",
         )
     have = size_of(partial_path(module)) if params["url"] else 0
     if params["src"] and size_of(params["src"]) == total:
@@ -424,22 +442,21 @@ def main() -> None:
         try:
             actual = download(module, partial, params["size"])
         except Incomplete as exc:
-            module.fail_json(msg=_incomplete_message(module, partial, exc.total, str(exc)), incomplete=True)
+            fail(module, _incomplete_message(module, partial, exc), incomplete=True)
         action = "downloaded"
     else:
         partial = params["src"]
         if not os.path.exists(partial):
-            module.fail_json(msg=f"staged file {partial} does not exist")
+            fail(module, f"staged file {partial} does not exist")
         actual = file_sha256(partial)
         action = "installed-staged"
     if actual != params["sha256"]:
         received = os.path.getsize(partial)
         os.unlink(partial)
-        module.fail_json(
-            msg=(
-                f"sha256 mismatch for {os.path.basename(dest)}: all {received} bytes arrived but their sha256 is "
-                f"{actual}, expected {params['sha256']}; the staged file was removed and {dest} was left as it was"
-            ),
+        fail(
+            module,
+            f"sha256 mismatch for {os.path.basename(dest)}: all {received} bytes arrived but their sha256 is "
+            f"{actual}, expected {params['sha256']}; the staged file was removed and {dest} was left as it was",
             expected=params["sha256"],
             actual=actual,
         )
