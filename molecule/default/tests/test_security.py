@@ -10,7 +10,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import httpx
+import httpx2
 import openai
 import pytest
 from llmrig_testlib import API_KEY, GATEWAY_URL, TEST_HOST, run_playbook
@@ -24,7 +24,7 @@ CA = REPO / "tls-ca" / f"{TEST_HOST}-ca.crt"
 
 def tls_client(verify: str | bool) -> openai.OpenAI:
     return openai.OpenAI(
-        base_url=f"{TLS_URL}/v1", api_key=API_KEY, http_client=httpx.Client(verify=verify, timeout=120), max_retries=0
+        base_url=f"{TLS_URL}/v1", api_key=API_KEY, http_client=httpx2.Client(verify=verify, timeout=120), max_retries=0
     )
 
 
@@ -60,7 +60,7 @@ def test_https_needs_the_local_ca_and_the_key(host):
         tls_client(True).models.list()  # the system's CAs do not know the local CA
     assert "CERTIFICATE_VERIFY_FAILED" in repr(failure.value.__cause__), repr(failure.value.__cause__)
     anonymous = openai.OpenAI(
-        base_url=f"{TLS_URL}/v1", api_key="not-the-key-0123456789", http_client=httpx.Client(verify=str(CA))
+        base_url=f"{TLS_URL}/v1", api_key="not-the-key-0123456789", http_client=httpx2.Client(verify=str(CA))
     )
     with pytest.raises(openai.AuthenticationError):
         anonymous.models.list()
