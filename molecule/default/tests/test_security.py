@@ -5,6 +5,7 @@ the listed networks reach the API and metrics ports."""
 from __future__ import annotations
 
 import os
+import ssl
 import time
 import urllib.error
 import urllib.request
@@ -22,7 +23,7 @@ PROMETHEUS_URL = os.environ.get("LLMRIG_PROMETHEUS_URL", "http://127.0.0.1:19090
 CA = REPO / "tls-ca" / f"{TEST_HOST}-ca.crt"
 
 
-def tls_client(verify: str | bool) -> openai.OpenAI:
+def tls_client(verify: ssl.SSLContext | bool) -> openai.OpenAI:
     return openai.OpenAI(
         base_url=f"{TLS_URL}/v1", api_key=API_KEY, http_client=httpx2.Client(verify=verify, timeout=120), max_retries=0
     )
@@ -30,7 +31,7 @@ def tls_client(verify: str | bool) -> openai.OpenAI:
 
 def test_the_openai_sdk_streams_through_https_token_by_token(host):
     assert CA.is_file(), CA
-    client = tls_client(str(CA))
+    client = tls_client(ssl.create_default_context(cafile=CA))
     start, arrivals, text = time.monotonic(), [], ""
     stream = client.completions.create(
         model="gemma-a",
@@ -60,7 +61,9 @@ def test_https_needs_the_local_ca_and_the_key(host):
         tls_client(True).models.list()  # the system's CAs do not know the local CA
     assert "CERTIFICATE_VERIFY_FAILED" in repr(failure.value.__cause__), repr(failure.value.__cause__)
     anonymous = openai.OpenAI(
-        base_url=f"{TLS_URL}/v1", api_key="not-the-key-0123456789", http_client=httpx2.Client(verify=str(CA))
+        base_url=f"{TLS_URL}/v1",
+        api_key="not-the-key-0123456789",
+        http_client=httpx2.Client(verify=ssl.create_default_context(cafile=CA)),
     )
     with pytest.raises(openai.AuthenticationError):
         anonymous.models.list()
