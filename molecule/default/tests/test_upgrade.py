@@ -101,7 +101,7 @@ class Load:
             f"\n{what}: {len(self.outcomes)} requests, {len(http)} HTTP errors, {len(broken)} broke off,"
             f" {len(refused)} refused"
         )
-        for outcome in http + broken:
+        for outcome in (http + broken)[:5]:
             print(f"  {outcome.status} {outcome.error}")
         return http, broken
 
