@@ -107,7 +107,14 @@ def run_playbook(container: str, groups: list[str], playbook: str, extra_vars: d
             (inventory / "host_vars").symlink_to(host_vars)
         children = {group: {"hosts": {container: None}} for group in groups}
         (inventory / "hosts.yml").write_text(
-            json.dumps({"all": {"children": children, "vars": {"ansible_connection": "containers.podman.podman"}}})
+            json.dumps(
+                {
+                    "all": {
+                        "children": children,
+                        "vars": {"ansible_connection": "llmrig.serving.podman", "ansible_pipelining": True},
+                    }
+                }
+            )
         )
         command = ["ansible-playbook", "-i", str(inventory), str(REPO / "playbooks" / playbook), *args]
         if extra_vars is not None:

@@ -47,6 +47,18 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 UNIT = "llmrig-gateway"
 PROMPT = "Count from one to one thousand, in words:"
+CASES = (
+    "kill-router-idle",
+    "kill-router-stream",
+    "kill-model-stream",
+    "restart-stream",
+    "fleet-add",
+    "fleet-settings",
+    "thrash",
+    "fleet-remove",
+    "upgrade",
+    "rollback",
+)
 # goals (docs/faults.md)
 RECOVERY_GOAL_S = 3.0
 RESTART_MARGIN_S = 2.0
@@ -584,6 +596,7 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         help="sdist to patch into a build whose models cannot start, for the rollback case",
     )
+    parser.add_argument("--cases", help=f"comma-separated cases to run (default: all of {', '.join(CASES)})")
     args = parser.parse_args(argv)
 
     suite = Suite(args)
@@ -593,37 +606,49 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("the fleet needs two models")
     added = dict(original[0], name="faults-extra", aliases=[], context=1024)
     added["source"] = dict(original[0]["source"], file="faults-extra.gguf")
-    cases = [
-        suite.watched(lambda: suite.kill_router_idle(args.runs)),
-        suite.watched(lambda: suite.kill_stream(args.runs, "router")),
-        suite.watched(lambda: suite.kill_stream(args.runs, "model")),
-        suite.watched(lambda: suite.restart_stream(args.runs)),
-        suite.watched(lambda: suite.fleet_change("fleet-add", [*original, added], suite.models[0])),
-    ]
+    wanted = set(args.cases.split(",")) if args.cases else set(CASES)
+    unknown = wanted - set(CASES)
+    if unknown:
+        parser.error(f"unknown cases {sorted(unknown)}; the cases are {', '.join(CASES)}")
+    if "upgrade" in wanted and not args.upgrade_source:
+        wanted.discard("upgrade")
+    if "rollback" in wanted and not args.broken_from:
+        wanted.discard("rollback")
+    cases: list[Case] = []
+
+    def run(name: str, case: Callable[[], Case]) -> None:
+        if name in wanted:
+            cases.append(suite.watched(case))
+
+    run("kill-router-idle", lambda: suite.kill_router_idle(args.runs))
+    run("kill-router-stream", lambda: suite.kill_stream(args.runs, "router"))
+    run("kill-model-stream", lambda: suite.kill_stream(args.runs, "model"))
+    run("restart-stream", lambda: suite.restart_stream(args.runs))
+    run("fleet-add", lambda: suite.fleet_change("fleet-add", [*original, added], suite.models[0]))
     # the settings of the model the clients use change: the router restarts that model (drained first)
     changed = [dict(original[0], context=2 * int(original[0]["context"])), *original[1:], added]
-    cases.append(suite.watched(lambda: suite.fleet_change("fleet-settings", changed, suite.models[0])))
-    suite.models.append("faults-extra")
-    cases.append(suite.watched(lambda: suite.thrash(args.clients, args.requests, args.seed)))
-    cases.append(suite.watched(lambda: suite.fleet_change("fleet-remove", None, suite.models[0])))
-    suite.models.remove("faults-extra")
-    if args.upgrade_source:
-        cases.append(suite.watched(lambda: suite.switch_build("upgrade", args.upgrade_source, False)))
-    if args.broken_from:
-        with tempfile.TemporaryDirectory() as tmp:
+    run("fleet-settings", lambda: suite.fleet_change("fleet-settings", changed, suite.models[0]))
+    if {"fleet-add", "fleet-settings"} & wanted:
+        suite.models.append("faults-extra")
+    run("thrash", lambda: suite.thrash(args.clients, args.requests, args.seed))
+    run("fleet-remove", lambda: suite.fleet_change("fleet-remove", None, suite.models[0]))
+    suite.models = suite.models[:2]
+    run("upgrade", lambda: suite.switch_build("upgrade", args.upgrade_source, False))
+    with tempfile.TemporaryDirectory() as tmp:
+        if "rollback" in wanted:
             broken = broken_source(args.broken_from, Path(tmp, "llama-cpp-broken.tar.gz"))
-            cases.append(suite.watched(lambda: suite.switch_build("rollback", broken, True)))
-    if args.upgrade_source or args.broken_from:
-        returncode, output = suite.playbook(None)
-        if returncode != 0:
-            print("putting the inventory's llama.cpp build back failed:\n" + output[-3000:], file=sys.stderr)
-            return 1
+            run("rollback", lambda: suite.switch_build("rollback", broken, True))
+    restored = 0
+    if {"upgrade", "rollback"} & wanted or ({"fleet-add", "fleet-settings"} & wanted and "fleet-remove" not in wanted):
+        restored, output = suite.playbook(None)
+        if restored != 0:
+            print("putting the inventory's fleet and llama.cpp build back failed:\n" + output[-3000:], file=sys.stderr)
     results = [case.summary() for case in cases]
     print(table(results))
     if args.json:
         raw = {case.name: [asdict(o) for o in case.outcomes] for case in cases}
         Path(args.json).write_text(json.dumps({"cases": results, "outcomes": raw}, indent=1))
-    return 0 if all(c["met"] for c in results) else 1
+    return 0 if all(c["met"] for c in results) and restored == 0 else 1
 
 
 if __name__ == "__main__":

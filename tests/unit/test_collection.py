@@ -10,6 +10,7 @@ from ansible_collections.llmrig.serving.plugins.filter import endpoint, network,
 
 COLLECTION = Path(__file__).resolve().parents[2] / "collections/ansible_collections/llmrig/serving"
 MODULES = sorted(path.stem for path in (COLLECTION / "plugins/modules").glob("*.py"))
+CONNECTIONS = sorted(path.stem for path in (COLLECTION / "plugins/connection").glob("*.py"))
 FILTERS = sorted(
     [*presets.FilterModule().filters(), *endpoint.FilterModule().filters(), *network.FilterModule().filters()]
 )
@@ -24,10 +25,11 @@ def test_the_changelog_starts_with_the_galaxy_version():
 def test_the_readme_lists_every_module_and_filter_and_nothing_else():
     readme = (COLLECTION / "README.md").read_text()
     named = set(re.findall(r"`llmrig\.serving\.([a-z_]+)`", readme))
-    assert named == set(MODULES) | set(FILTERS), named ^ (set(MODULES) | set(FILTERS))
+    plugins = set(MODULES) | set(FILTERS) | set(CONNECTIONS)
+    assert named == plugins, named ^ plugins
 
 
 def test_the_changelog_names_every_module_and_filter():
     changelog = (COLLECTION / "CHANGELOG.md").read_text()
-    for name in [*MODULES, *FILTERS]:
+    for name in [*MODULES, *FILTERS, *CONNECTIONS]:
         assert f"`{name}`" in changelog, name
