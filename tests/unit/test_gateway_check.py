@@ -20,7 +20,8 @@ KEY = "check-test-key"
 
 
 class FakeRouter(BaseHTTPRequestHandler):
-    # per model: "ok" answers, "error" answers HTTP 500, "stuck" never answers while /models says it failed
+    # per model: "ok" answers, "error" answers HTTP 500, "stuck" never answers while /models says it failed,
+    # "queued" never answers and never starts loading (other models are busy)
     behaviour: ClassVar[dict[str, str]] = {}
 
     def log_message(self, *args: object) -> None:
@@ -35,16 +36,14 @@ class FakeRouter(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         assert self.headers["Authorization"] == f"Bearer {KEY}"
-        models = [
-            {"id": name, "status": {"value": "unloaded", "failed": True, "exit_code": 1} if kind == "stuck" else {}}
-            for name, kind in self.behaviour.items()
-        ]
+        states = {"stuck": {"value": "unloaded", "failed": True, "exit_code": 1}, "queued": {"value": "unloaded"}}
+        models = [{"id": name, "status": states.get(kind, {})} for name, kind in self.behaviour.items()]
         self._send(200, {"data": models})
 
     def do_POST(self) -> None:
         model = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["model"]
         kind = self.behaviour[model]
-        if kind == "stuck":
+        if kind in ("stuck", "queued"):
             time.sleep(30)
         if kind == "error":
             self._send(500, {"error": {"code": 500, "message": f"model name={model} failed to load"}})
@@ -62,14 +61,14 @@ def router():
 
 
 def check(
-    tmp_path: Path, url: str, timeout: float, behaviour: dict[str, str]
+    tmp_path: Path, url: str, timeout: float, behaviour: dict[str, str], queue_timeout: float = 15
 ) -> tuple[subprocess.CompletedProcess, float]:
     FakeRouter.behaviour = behaviour
     key_file = tmp_path / "api-key"
     key_file.write_text(KEY + "\n")
     start = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, str(CHECK), url, str(key_file), str(timeout), *behaviour],
+        [sys.executable, str(CHECK), url, str(key_file), str(timeout), str(queue_timeout), *behaviour],
         capture_output=True,
         text=True,
         timeout=60,
@@ -94,3 +93,10 @@ def test_a_model_that_keeps_failing_is_reported_without_waiting_for_the_timeout(
     assert proc.returncode == 1
     assert proc.stdout.strip() == "a: its model process exited with status 1 while loading"
     assert seconds < 10, seconds  # the timeout was 20 s
+
+
+def test_a_model_that_waits_behind_busy_models_is_not_checked_but_does_not_fail(tmp_path, router):
+    proc, seconds = check(tmp_path, router, 20, {"a": "ok", "b": "queued"}, queue_timeout=1)
+    assert proc.returncode == 0, proc.stdout
+    assert proc.stdout.startswith("warning: b: not checked, it waited 1 s for other models"), proc.stdout
+    assert seconds < 10, seconds
