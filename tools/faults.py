@@ -341,7 +341,11 @@ class Suite:
                 extra = Path(tmp, "extra.json")
                 extra.write_text(json.dumps(extra_vars))
                 command += ["-e", f"@{extra}"]
-            proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=1800)
+            try:
+                proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=1800)
+            except subprocess.TimeoutExpired as exc:
+                said = (exc.stdout or b"").decode(errors="replace") if isinstance(exc.stdout, bytes) else exc.stdout
+                return 124, f"{said or ''}\nsite.yml did not end within {exc.timeout:g} s"
         return proc.returncode, proc.stdout + proc.stderr
 
     def fleet(self) -> list[dict]:
