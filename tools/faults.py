@@ -186,6 +186,17 @@ def broken_source(sdist: Path, dest: Path) -> Path:
     return dest
 
 
+def failure(output: str) -> str:
+    """What made an ansible-playbook run fail: its fatal lines and the message after each, on one line."""
+    lines = output.splitlines()
+    said = [
+        " ".join(" ".join(lines[index : index + 8]).split())[:600]
+        for index, line in enumerate(lines)
+        if line.startswith(("fatal:", "failed:")) or "[ERROR]" in line
+    ]
+    return " || ".join(said) or output[-1500:]
+
+
 def started(count: int, target: Callable[[], None]) -> list[threading.Thread]:
     """`count` threads running target, started."""
     threads = [threading.Thread(target=target) for _ in range(count)]
@@ -468,7 +479,7 @@ class Suite:
         same_router = self.host.router() == router
         failed = sum(1 for o in case.outcomes if o.status != 200 or o.error is not None)
         if result["rc"] != 0:
-            case.notes.append("site.yml failed: " + result["output"][-2000:])
+            case.notes.append("site.yml failed: " + failure(result["output"]))
         if restarted or not same_router:
             case.notes.append(f"the gateway was restarted (handler ran: {restarted}, new PID: {not same_router})")
         case.notes.append(f"{failed} failed requests during the change")
@@ -512,7 +523,7 @@ class Suite:
             case.met = result["rc"] != 0 and said is not None and after == before
         else:
             if result["rc"] != 0:
-                case.notes.append("site.yml failed: " + result["output"][-2000:])
+                case.notes.append("site.yml failed: " + failure(result["output"]))
             case.met = result["rc"] == 0 and after != before and not failed
         return case
 
@@ -635,7 +646,8 @@ def main(argv: list[str] | None = None) -> int:
     if {"fleet-add", "fleet-settings"} & wanted:
         suite.models.append("faults-extra")
     run("thrash", lambda: suite.thrash(args.clients, args.requests, args.seed))
-    run("fleet-remove", lambda: suite.fleet_change("fleet-remove", None, suite.models[0]))
+    # the model added above leaves the fleet (the others stay as they are: a removal only)
+    run("fleet-remove", lambda: suite.fleet_change("fleet-remove", changed[:-1], suite.models[0]))
     suite.models = suite.models[:2]
     run("upgrade", lambda: suite.switch_build("upgrade", args.upgrade_source, False))
     with tempfile.TemporaryDirectory() as tmp:
@@ -643,7 +655,7 @@ def main(argv: list[str] | None = None) -> int:
             broken = broken_source(args.broken_from, Path(tmp, "llama-cpp-broken.tar.gz"))
             run("rollback", lambda: suite.switch_build("rollback", broken, True))
     restored = 0
-    if {"upgrade", "rollback"} & wanted or ({"fleet-add", "fleet-settings"} & wanted and "fleet-remove" not in wanted):
+    if wanted - {"kill-router-idle", "kill-router-stream", "kill-model-stream", "restart-stream", "thrash"}:
         restored, output = suite.playbook(None)
         if restored != 0:
             print("putting the inventory's fleet and llama.cpp build back failed:\n" + output[-3000:], file=sys.stderr)
