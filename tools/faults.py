@@ -63,6 +63,7 @@ CASES = (
 RECOVERY_GOAL_S = 3.0
 RESTART_MARGIN_S = 2.0
 NO_HANG_S = 5.0
+SETTINGS_PAUSE_S = 0.3  # seconds a fleet-settings client waits after each answer
 # the exporter reconnects every 0.5 s and reads the model list after each load
 EXPORTER_CATCH_UP_S = 2.0
 
@@ -369,8 +370,9 @@ class Suite:
         )
         return list(json.loads(out.stdout)["llmrig_fleet"])
 
-    def under_load(self, model: str, clients: int, action: Callable[[], None]) -> list[Outcome]:
-        """Run action() while `clients` threads send completions to the model; returns their outcomes."""
+    def under_load(self, model: str, clients: int, action: Callable[[], None], pause: float = 0.0) -> list[Outcome]:
+        """Run action() while `clients` threads send completions to the model, each waiting `pause` seconds
+        after an answer before its next request; returns their outcomes."""
         stop, outcomes, lock = threading.Event(), [], threading.Lock()
 
         def client() -> None:
@@ -378,6 +380,7 @@ class Suite:
                 outcome = complete(self.base, self.key, model, max_tokens=8, timeout=120)
                 with lock:
                     outcomes.append(outcome)
+                stop.wait(pause)
 
         threads = started(clients, client)
         try:
@@ -466,7 +469,7 @@ class Suite:
         case.met = met
         return case
 
-    def fleet_change(self, name: str, fleet: list | None, model: str) -> Case:
+    def fleet_change(self, name: str, fleet: list | None, model: str, pause: float = 0.0) -> Case:
         case = Case(name, "0 failed requests, router PID unchanged, no restart")
         router = self.host.router()
         result: dict[str, Any] = {}
@@ -474,7 +477,9 @@ class Suite:
         def run() -> None:
             result["rc"], result["output"] = self.playbook(None if fleet is None else {"llmrig_fleet": fleet})
 
-        case.outcomes = self.under_load(model, clients=2, action=run)
+        case.outcomes = self.under_load(model, clients=2, action=run, pause=pause)
+        if pause:
+            case.notes.append(f"each client waits {pause} s after an answer (an agent's think time)")
         restarted = "RUNNING HANDLER [llmrig_gateway : Restart llmrig gateway]" in result["output"]
         same_router = self.host.router() == router
         failed = sum(1 for o in case.outcomes if o.status != 200 or o.error is not None)
@@ -640,9 +645,14 @@ def main(argv: list[str] | None = None) -> int:
     run("kill-model-stream", lambda: suite.kill_stream(args.runs, "model"))
     run("restart-stream", lambda: suite.restart_stream(args.runs))
     run("fleet-add", lambda: suite.fleet_change("fleet-add", [*original, added], suite.models[0]))
-    # the settings of the model the clients use change: the router restarts that model (drained first)
+    # the settings of the model the clients use change: the router restarts that model once it is idle.
+    # Clients that never pause leave it no idle moment, and llama.cpp's model process ends its requests
+    # when told to exit, so these clients pause as agents do between turns (docs/faults.md).
     changed = [dict(original[0], context=2 * int(original[0]["context"])), *original[1:], added]
-    run("fleet-settings", lambda: suite.fleet_change("fleet-settings", changed, suite.models[0]))
+    run(
+        "fleet-settings",
+        lambda: suite.fleet_change("fleet-settings", changed, suite.models[0], pause=SETTINGS_PAUSE_S),
+    )
     if {"fleet-add", "fleet-settings"} & wanted:
         suite.models.append("faults-extra")
     run("thrash", lambda: suite.thrash(args.clients, args.requests, args.seed))
