@@ -616,6 +616,12 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         help="sdist to patch into a build whose models cannot start, for the rollback case",
     )
+    parser.add_argument(
+        "--settings-pause",
+        type=float,
+        default=SETTINGS_PAUSE_S,
+        help="seconds a fleet-settings client waits after each answer (0: back to back, see docs/faults.md)",
+    )
     parser.add_argument("--cases", help=f"comma-separated cases to run (default: all of {', '.join(CASES)})")
     args = parser.parse_args(argv)
 
@@ -651,7 +657,7 @@ def main(argv: list[str] | None = None) -> int:
     changed = [dict(original[0], context=2 * int(original[0]["context"])), *original[1:], added]
     run(
         "fleet-settings",
-        lambda: suite.fleet_change("fleet-settings", changed, suite.models[0], pause=SETTINGS_PAUSE_S),
+        lambda: suite.fleet_change("fleet-settings", changed, suite.models[0], pause=args.settings_pause),
     )
     if {"fleet-add", "fleet-settings"} & wanted:
         suite.models.append("faults-extra")

@@ -21,6 +21,7 @@ KEY = "drain-test-key"
 
 class FakeRouter(BaseHTTPRequestHandler):
     busy_reads = 0  # how many /metrics reads of the loaded model report a request in progress
+    reload_s = 0.0  # how long a presets reload takes to answer
     seen: ClassVar[list[str]] = []
 
     def do_GET(self):
@@ -33,6 +34,7 @@ class FakeRouter(BaseHTTPRequestHandler):
             models = [{"id": "a", "status": {"value": "loaded"}}, {"id": "b", "status": {"value": "unloaded"}}]
             body = json.dumps({"data": models}).encode()
         elif self.path == "/models?reload=1":
+            time.sleep(FakeRouter.reload_s)
             body = b"{}"
         elif self.path == "/metrics?model=a&autoload=false":
             processing = 1 if FakeRouter.busy_reads > 0 else 0
@@ -122,3 +124,16 @@ def test_a_presets_reload_waits_for_the_changed_models_only_then_reloads(tmp_pat
     assert "still in flight after 1 s; reloading anyway" in proc.stdout
     assert FakeRouter.seen[-1] == "/models?reload=1"
     FakeRouter.busy_reads = 0
+
+
+def test_a_reload_that_answers_only_after_a_stuck_model_was_killed_is_waited_for(tmp_path, router):
+    """The router answers a reload once the unloaded model process is gone; one that hangs on its exit
+    command is killed at its stop-timeout (10 s by default). The drain used to give up after 5 s and fail
+    the play; it must wait for the answer."""
+    FakeRouter.reload_s = 6.5
+    try:
+        proc, seconds = drain(tmp_path, router, 5, "--reload", "b")
+    finally:
+        FakeRouter.reload_s = 0.0
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    assert seconds >= 6.5 and FakeRouter.seen[-1] == "/models?reload=1"

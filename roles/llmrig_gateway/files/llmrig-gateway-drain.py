@@ -30,12 +30,16 @@ import urllib.request
 
 POLL_S = 0.2
 RELOAD_POLL_S = 0.02
+# The router answers a reload once the models it unloads have exited. A model process told to exit while
+# requests run in it can hang until the router kills it at its stop-timeout (docs/faults.md), so wait well
+# past any stop-timeout a fleet would use.
+RELOAD_TIMEOUT_S = 120
 BUSY = re.compile(r"^llamacpp:requests_(processing|deferred) (\S+)$", re.M)
 
 
-def get(url: str, key: str) -> str:
+def get(url: str, key: str, timeout: float = 5) -> str:
     request = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"})
-    with urllib.request.urlopen(request, timeout=5) as response:
+    with urllib.request.urlopen(request, timeout=timeout) as response:
         return response.read().decode()
 
 
@@ -57,7 +61,7 @@ def busy(base: str, key: str, only: set[str] | None = None) -> int:
 
 def reload(base: str, key: str) -> int:
     try:
-        get(f"{base}/models?reload=1", key)
+        get(f"{base}/models?reload=1", key, RELOAD_TIMEOUT_S)
     except (OSError, ValueError) as exc:
         print(f"llmrig-gateway-drain: the presets reload failed: {exc}", file=sys.stderr)
         return 1
