@@ -504,7 +504,7 @@ class Suite:
 
         def run() -> None:
             began = time.monotonic()
-            result["rc"], result["output"] = self.playbook({"llmrig_llamacpp_archive_path": str(source)})
+            result["rc"], result["output"] = self.playbook({"llmrig_llamacpp_archive_path": str(source.resolve())})
             result["seconds"] = time.monotonic() - began
 
         case.outcomes = self.under_load(model, clients=2, action=run)
