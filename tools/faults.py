@@ -59,6 +59,8 @@ CASES = (
     "upgrade",
     "rollback",
 )
+# the cases that change the host's fleet or llama.cpp build: the inventory's are put back after them
+CHANGING = {"fleet-add", "fleet-settings", "fleet-remove", "upgrade", "rollback"}
 # goals (docs/faults.md)
 RECOVERY_GOAL_S = 3.0
 RESTART_MARGIN_S = 2.0
@@ -650,20 +652,19 @@ def main(argv: list[str] | None = None) -> int:
     run("kill-router-stream", lambda: suite.kill_stream(args.runs, "router"))
     run("kill-model-stream", lambda: suite.kill_stream(args.runs, "model"))
     run("restart-stream", lambda: suite.restart_stream(args.runs))
-    run("fleet-add", lambda: suite.fleet_change("fleet-add", [*original, added], suite.models[0]))
+    fleet = [*original, added]
+    run("fleet-add", lambda: suite.fleet_change("fleet-add", fleet, suite.models[0]))
     # the settings of the model the clients use change: the router restarts that model once it is idle.
     # Clients that never pause leave it no idle moment, and llama.cpp's model process ends its requests
     # when told to exit, so these clients pause as agents do between turns (docs/faults.md).
-    changed = [dict(original[0], context=2 * int(original[0]["context"])), *original[1:], added]
-    run(
-        "fleet-settings",
-        lambda: suite.fleet_change("fleet-settings", changed, suite.models[0], pause=args.settings_pause),
-    )
+    if "fleet-settings" in wanted:
+        fleet = [dict(original[0], context=2 * int(original[0]["context"])), *original[1:], added]
+        run("fleet-settings", lambda: suite.fleet_change("fleet-settings", fleet, suite.models[0], args.settings_pause))
     if {"fleet-add", "fleet-settings"} & wanted:
         suite.models.append("faults-extra")
     run("thrash", lambda: suite.thrash(args.clients, args.requests, args.seed))
-    # the model added above leaves the fleet (the others stay as they are: a removal only)
-    run("fleet-remove", lambda: suite.fleet_change("fleet-remove", changed[:-1], suite.models[0]))
+    # the model added above leaves the fleet as the cases before left it (a removal only)
+    run("fleet-remove", lambda: suite.fleet_change("fleet-remove", fleet[:-1], suite.models[0]))
     suite.models = suite.models[:2]
     run("upgrade", lambda: suite.switch_build("upgrade", args.upgrade_source, False))
     with tempfile.TemporaryDirectory() as tmp:
@@ -671,7 +672,7 @@ def main(argv: list[str] | None = None) -> int:
             broken = broken_source(args.broken_from, Path(tmp, "llama-cpp-broken.tar.gz"))
             run("rollback", lambda: suite.switch_build("rollback", broken, True))
     restored = 0
-    if wanted - {"kill-router-idle", "kill-router-stream", "kill-model-stream", "restart-stream", "thrash"}:
+    if wanted & CHANGING:
         restored, output = suite.playbook(None)
         if restored != 0:
             print("putting the inventory's fleet and llama.cpp build back failed:\n" + output[-3000:], file=sys.stderr)
