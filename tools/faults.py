@@ -254,6 +254,22 @@ class Host:
                 counts.setdefault(model, [0, 0])[1] += 1
         return counts
 
+    def monitoring_mark(self) -> tuple[dict[str, list[int]], str]:
+        """The gateway exporter's counts and the journal's cursor now, for monitoring_since()."""
+        return self.exporter_counts(), self.cursor()
+
+    def monitoring_since(self, mark: tuple[dict[str, list[int]], str]) -> tuple[dict, dict]:
+        """Per model [loads, abnormal exits] since the mark: (the router's journal, the gateway exporter). A
+        model that left the fleet leaves the exporter too: only the models it still reports are compared."""
+        before, cursor = mark
+        after = self.exporter_counts()
+        exporter = {
+            model: [now - then for now, then in zip(counts, before.get(model, [0, 0]), strict=True)]
+            for model, counts in after.items()
+        }
+        journal = {model: counts for model, counts in self.journal_counts(cursor).items() if model in after}
+        return {m: journal.get(m, [0, 0]) for m in after}, exporter
+
     def exporter_counts(self, port: int = 9410) -> dict[str, list[int]]:
         """Per model, from the gateway exporter: [loads, load failures + crashes]."""
         script = (
@@ -561,18 +577,11 @@ class Suite:
 
     def watched(self, run: Callable[[], Case]) -> Case:
         """Run a case and compare what the router's journal and the gateway exporter counted meanwhile."""
-        before, cursor = self.host.exporter_counts(), self.host.cursor()
+        mark = self.host.monitoring_mark()
         case = run()
         time.sleep(EXPORTER_CATCH_UP_S)
-        after = self.host.exporter_counts()
-        case.journal = self.host.journal_counts(cursor)
-        case.loads = sum(loads for loads, _ in case.journal.values())
-        # a model that left the fleet leaves the exporter too: compare the models it still reports
-        case.exporter = {
-            model: [now - then for now, then in zip(counts, before.get(model, [0, 0]), strict=True)]
-            for model, counts in after.items()
-        }
-        case.journal = {model: counts for model, counts in case.journal.items() if model in after}
+        case.loads = sum(loads for loads, _ in self.host.journal_counts(mark[1]).values())
+        case.journal, case.exporter = self.host.monitoring_since(mark)
         return case
 
 

@@ -185,3 +185,58 @@ def test_follow_reads_the_stream_over_http_and_marks_the_gateway_down_when_it_cl
     assert seen_down_after_stream
     assert value(registry, "llmrig_model_loads_total", model="a") >= 2
     assert value(registry, "llmrig_gateway_event_stream_connects_total") >= 1
+
+
+def test_counts_from_the_journal_survive_what_the_stream_missed():
+    """A new router spawns and loses a model before the exporter is back on its stream: the journal has it."""
+    registry = CollectorRegistry()
+    tracker = exporter.Tracker(registry, counts_from_journal=True)
+    tracker.snapshot([{"id": "a", "status": {"value": "unloaded"}}, {"id": "b", "status": {"value": "unloaded"}}], 0)
+    for _ in range(3):
+        tracker.journal_line("srv        load: spawning server instance with name=a on port 40001")
+        tracker.journal_line("srv    operator(): instance name=a exited with status 1")
+    assert value(registry, "llmrig_model_loads_total", model="a") == 3
+    assert value(registry, "llmrig_model_load_failures_total", model="a") == 3
+    assert value(registry, "llmrig_model_crashes_total", model="a") == 0
+    # the stream, when it sees a load, sets state and load time but counts nothing (the journal does)
+    tracker.journal_line("srv        load: spawning server instance with name=b on port 40002")
+    tracker.event({"model": "b", "event": "model_status", "data": {"status": "loading"}}, 10)
+    tracker.event({"model": "b", "event": "status_change", "data": {"status": "loaded"}}, 12)
+    tracker.snapshot([{"id": "a", "status": {"value": "unloaded"}}, {"id": "b", "status": running(40002)}], 12)
+    assert value(registry, "llmrig_model_loads_total", model="b") == 1
+    assert value(registry, "llmrig_model_load_duration_seconds_sum", model="b") == 2.0
+    assert value(registry, "llmrig_model_state", model="b", state="loaded") == 1
+    # the ready process (port 40002) killed: a crash, whichever of the stream and the journal comes first
+    tracker.event({"model": "b", "event": "status_change", "data": {"status": "unloaded", "exit_code": -9}}, 20)
+    tracker.journal_line("srv    operator(): instance name=b exited with status -9")
+    assert value(registry, "llmrig_model_crashes_total", model="b") == 1
+    assert value(registry, "llmrig_model_load_failures_total", model="b") == 0
+    # an eviction exits 0; a reconnect that finds a process it did not know counts nothing in this mode
+    tracker.journal_line("srv        load: spawning server instance with name=a on port 40003")
+    tracker.journal_line("srv    operator(): instance name=a exited with status 0")
+    tracker.snapshot(
+        [{"id": "a", "status": {"value": "unloaded"}}, {"id": "b", "status": running(40004)}], 30, reconnected=True
+    )
+    assert value(registry, "llmrig_model_loads_total", model="a") == 4
+    assert value(registry, "llmrig_model_load_failures_total", model="a") == 3
+    assert value(registry, "llmrig_model_loads_total", model="b") == 1
+
+
+def test_a_new_process_that_dies_before_it_is_seen_ready_is_a_load_failure():
+    registry = CollectorRegistry()
+    tracker = exporter.Tracker(registry, counts_from_journal=True)
+    tracker.journal_line("spawning server instance with name=a on port 40001")
+    tracker.snapshot([{"id": "a", "status": running(40001)}], 1)
+    # the next process of a (another port) exits before any model list showed it ready
+    tracker.journal_line("spawning server instance with name=a on port 40005")
+    tracker.journal_line("instance name=a exited with status 1")
+    assert value(registry, "llmrig_model_load_failures_total", model="a") == 1
+    assert value(registry, "llmrig_model_crashes_total", model="a") == 0
+    # lines that are neither are ignored
+    tracker.journal_line("srv  proxy_reque: proxying request to model a on port 40005")
+    assert value(registry, "llmrig_model_loads_total", model="a") == 2
+
+
+def test_port_of_reads_the_port_argument():
+    assert exporter.port_of(["/opt/llama-server", "--port", "4001", "--ctx-size", "512"]) == "4001"
+    assert exporter.port_of(["/opt/llama-server"]) == ""

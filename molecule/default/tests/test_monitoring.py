@@ -53,6 +53,13 @@ def exporter_metric(host, name: str, model: str) -> float:
     return float(match.group(1)) if match else 0.0
 
 
+def journal_exits(host, model: str) -> int:
+    """Exits with a non-zero status of the model's processes in the router's journal."""
+    text = host.run("journalctl -u llmrig-gateway --no-pager -o cat").stdout
+    statuses = re.findall(rf"instance name={re.escape(model)} exited with status (-?\d+)", text)
+    return sum(1 for status in statuses if int(status) != 0)
+
+
 def journal_spawns(host, model: str) -> int:
     text = host.run("journalctl -u llmrig-gateway --no-pager -o cat").stdout
     return len(re.findall(rf"spawning server instance with name={re.escape(model)} on port", text))
@@ -143,6 +150,8 @@ def test_inference_series_exist_after_requests(gemma_a_resident):
 def test_exporter_load_counts_match_the_router_journal(host, traffic):
     for model in FLEET:
         assert exporter_metric(host, "llmrig_model_loads_total", model) == journal_spawns(host, model), model
+        failed = exporter_metric(host, "llmrig_model_load_failures_total", model)
+        assert failed + exporter_metric(host, "llmrig_model_crashes_total", model) == journal_exits(host, model)
     durations = exporter_metric(host, "llmrig_model_load_duration_seconds_count", "gemma-a")
     assert durations == exporter_metric(host, "llmrig_model_loads_total", "gemma-a")
 

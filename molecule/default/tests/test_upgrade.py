@@ -16,7 +16,7 @@ from pathlib import Path
 
 import faults
 import pytest
-from llmrig_testlib import API_KEY, GATEWAY_URL, TEST_HOST, complete, request, router_pid, run_playbook
+from llmrig_testlib import API_KEY, GATEWAY_URL, TEST_HOST, complete, request, router_pid, run_playbook, wait_for
 
 BUILDS = "/opt/llmrig/llama.cpp"
 REPO = Path(__file__).resolve().parents[3]
@@ -146,6 +146,8 @@ def test_upgrade_switch_refusal_rollback_and_refusal_again(host, original, tmp_p
     # 3. a build whose models cannot start: switched, checked, rolled back, and the run fails saying so
     broken = faults.broken_source(SDIST, tmp_path / "llama-cpp-broken.tar.gz")
     extra = {"llmrig_llamacpp_archive_path": str(broken)}
+    watch = faults.Host(TEST_HOST)
+    mark = watch.monitoring_mark()
     with Load() as load:
         returncode, output = site(extra)
     assert returncode != 0, output[-3000:]
@@ -162,6 +164,11 @@ def test_upgrade_switch_refusal_rollback_and_refusal_again(host, original, tmp_p
     assert record["rolled_back_to"] == upgraded and record["build"] == failed
     load.report("a failed upgrade and its rollback under load (errors while the broken build serves)")
     assert complete("gemma-b", max_tokens=4)["usage"]["completion_tokens"] > 0
+    # monitoring stays true: the broken router lost gemma-a before the exporter's stream was back, and the
+    # exporter still counted every load and failed exit the router's journal has
+    journal, exporter = watch.monitoring_since(mark)
+    assert journal["gemma-a"][1] > 0, journal
+    assert wait_for(lambda: watch.monitoring_since(mark)[1] == journal, timeout=10), (journal, exporter)
 
     # 4. the next run refuses that build in preflight: nothing is built, switched or restarted
     pid = router_pid(host)

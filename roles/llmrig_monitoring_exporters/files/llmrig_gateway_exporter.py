@@ -6,10 +6,17 @@ follows the router's own event stream (GET /models/sse), so every spawn, ready a
 happens, even when a swap is shorter than a scrape interval. GET /models is read at start, after every
 reconnect and every --resync seconds, to fill in the current state.
 
-The stream closes when the router stops. The exporter reconnects every RECONNECT_S seconds, and a model
+The stream closes when the router stops, and what happens before the exporter is connected again (a new
+router can spawn and lose a model a dozen times in its first half second) is not in it. So with
+--journal-unit (the router's systemd unit; the role sets it) the counts come from the router's own log lines
+in the journal ("spawning server instance with name=X on port P", "instance name=X exited with status N"),
+which have no gaps, and the stream gives state and load time. A non-zero exit is a crash when that process
+(its port) was seen ready in GET /models, else a load failure.
+
+Without --journal-unit the stream counts too. The exporter reconnects every RECONNECT_S seconds, and a model
 process that is running at the reconnect but was not known before (its arguments name another port: each
 process gets its own) was loaded while the exporter was not connected: that load is counted too. Its load
-time is unknown and not observed.
+time is unknown and not observed, and a process that came and went meanwhile is missed.
 
 Metrics:
   llmrig_model_state{model,state}                 1 for the model's current router state, 0 for the others
@@ -24,8 +31,11 @@ Metrics:
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
+import os
+import re
 import sys
 import threading
 import time
@@ -42,13 +52,29 @@ RUNNING = ("loading", "loaded", "sleeping")
 # seconds between attempts to reach the router's event stream: it is local and cheap, and every second
 # without it is a second in which loads are seen only afterwards
 RECONNECT_S = 0.5
+# the router's log lines (server-models.cpp) for a spawn and for the end of a model process
+SPAWN_LINE = re.compile(r"spawning server instance with name=(\S+) on port (\d+)")
+EXIT_LINE = re.compile(r"instance name=(\S+) exited with status (-?\d+)")
+
+
+def port_of(args: Iterable[str]) -> str:
+    """The --port value in a model process's arguments ("" when there is none)."""
+    for flag, value in itertools.pairwise(args):
+        if flag == "--port":
+            return value
+    return ""
 
 
 class Tracker:
     """Turns router snapshots and events into metrics. Thread-safe; time comes from the caller."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, counts_from_journal: bool = False) -> None:
         self._lock = threading.Lock()
+        # True: loads, failures and crashes come from journal_line(), events give state and load time only
+        self.counts_from_journal = counts_from_journal
+        # per model, the port of the process the journal saw spawned last, and of the last one seen ready
+        self._spawned_port: dict[str, str] = {}
+        self._ready_port: dict[str, str] = {}
         self._state: dict[str, str] = {}
         self._loading_since: dict[str, float] = {}
         # the arguments of each running model process last seen in GET /models (they hold its own port)
@@ -107,8 +133,15 @@ class Tracker:
                     state = "unloaded"
                 seen.add(model)
                 instance = tuple(str(arg) for arg in status.get("args") or ())
+                if state in ("loaded", "sleeping") and port_of(instance):
+                    self._ready_port[model] = port_of(instance)
                 if state in RUNNING:
-                    if reconnected and instance and self._instance.get(model) != instance:
+                    if (
+                        reconnected
+                        and not self.counts_from_journal
+                        and instance
+                        and self._instance.get(model) != instance
+                    ):
                         LOG.info("counting a load of %s that happened while the event stream was down", model)
                         self.loads.labels(model).inc()
                     self._instance[model] = instance
@@ -142,7 +175,8 @@ class Tracker:
                 return True
             if kind == "model_status" and status == "loading":
                 # emitted once per spawn, before the child reports anything
-                self.loads.labels(model).inc()
+                if not self.counts_from_journal:
+                    self.loads.labels(model).inc()
                 self._loading_since[model] = now
                 self._set_state(model, "loading")
             elif kind == "status_change" and status == "loading":
@@ -159,12 +193,33 @@ class Tracker:
                 exit_code = int(data.get("exit_code", 0) or 0)
                 was = self._state.get(model)
                 self._loading_since.pop(model, None)
-                if exit_code != 0 and was == "loading":
-                    self.load_failures.labels(model).inc()
-                elif exit_code != 0 and was in ("loaded", "sleeping"):
-                    self.crashes.labels(model).inc()
+                if exit_code != 0 and not self.counts_from_journal:
+                    if was == "loading":
+                        self.load_failures.labels(model).inc()
+                    elif was in ("loaded", "sleeping"):
+                        self.crashes.labels(model).inc()
                 self._set_state(model, "failed" if exit_code != 0 else "unloaded")
             return model not in self._state and bool(model)
+
+    def journal_line(self, message: str) -> None:
+        """Count a spawn or an abnormal exit from one of the router's log lines (others are ignored)."""
+        spawn, exit_ = SPAWN_LINE.search(message), EXIT_LINE.search(message)
+        with self._lock:
+            if spawn:
+                model, port = spawn.groups()
+                if model not in self._state:
+                    self._set_state(model, "loading")
+                self._spawned_port[model] = port
+                self.loads.labels(model).inc()
+            elif exit_ and int(exit_.group(2)) != 0:
+                model = exit_.group(1)
+                if model not in self._state:
+                    self._set_state(model, "failed")
+                port = self._spawned_port.get(model)
+                if port is not None and self._ready_port.get(model) == port:
+                    self.crashes.labels(model).inc()
+                else:
+                    self.load_failures.labels(model).inc()
 
 
 def parse_sse(lines: Iterable[bytes]) -> Iterator[dict[str, Any]]:
@@ -223,6 +278,31 @@ def follow(
         stop.wait(retry)
 
 
+def open_journal(unit: str) -> Any:
+    """A reader of the unit's journal lines from now on (python3-systemd; the exporter's user is in the
+    systemd-journal group). Counters start at zero with the exporter, like every Prometheus counter."""
+    from systemd import journal  # pylint: disable=import-outside-toplevel  # only where --journal-unit is set
+
+    reader = journal.Reader()
+    reader.add_match(_SYSTEMD_UNIT=unit)
+    reader.seek_tail()
+    reader.get_previous()
+    return reader
+
+
+def follow_journal(reader: Any, tracker: Tracker, stop: threading.Event) -> None:
+    """Feed the journal's new lines to the tracker until stop is set. An exporter that can no longer read
+    the journal exits (systemd starts it again) rather than serve counts that stopped."""
+    try:
+        while not stop.is_set():
+            for entry in reader:
+                tracker.journal_line(str(entry.get("MESSAGE", "")))
+            reader.wait(1.0)
+    except Exception:  # pylint: disable=broad-exception-caught  # any failure ends the process
+        LOG.exception("reading the router's journal failed")
+        os._exit(1)
+
+
 def resync(router: Router, tracker: Tracker, clock: Callable[[], float], every: float, stop: threading.Event) -> None:
     while not stop.wait(every):
         try:
@@ -238,6 +318,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--listen-address", default="0.0.0.0")
     parser.add_argument("--port", type=int, default=9410)
     parser.add_argument("--resync", type=float, default=30.0, help="seconds between GET /models reads")
+    parser.add_argument(
+        "--journal-unit", help="the router's systemd unit: count loads and failures from its journal lines"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
 
@@ -246,11 +329,14 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.api_key_file, encoding="utf-8") as handle:
             api_key = handle.read().strip()
     registry = CollectorRegistry()
-    tracker = Tracker(registry)
+    tracker = Tracker(registry, counts_from_journal=bool(args.journal_unit))
     router = Router(args.router, api_key, timeout=10.0)
     stop = threading.Event()
     start_http_server(args.port, addr=args.listen_address, registry=registry)
     threading.Thread(target=resync, args=(router, tracker, time.time, args.resync, stop), daemon=True).start()
+    if args.journal_unit:
+        reader = open_journal(args.journal_unit)
+        threading.Thread(target=follow_journal, args=(reader, tracker, stop), daemon=True).start()
     LOG.info("serving metrics on %s:%d for %s", args.listen_address, args.port, args.router)
     follow(router, tracker, time.time, stop)
     return 0
