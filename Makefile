@@ -35,7 +35,7 @@ endif
 PODMAN_RUN_OPTS := --runtime=runc --ulimit nofile=20000:20000 --ulimit nproc=32768:32768 --systemd=always \
   -v $(LLMRIG_TEST_CGROUP_VOLUME)
 
-.PHONY: help setup system-packages image lint unit molecule test demo demo-down bench soak faults clean
+.PHONY: help setup system-packages image lint unit molecule test demo demo-down bench soak faults race clean
 
 help:
 	@echo "make setup      controller venv (pinned tools), test image inputs; system packages when root"
@@ -45,18 +45,20 @@ help:
 	@echo "make bench      router vs direct llama-server: swap time, decode tok/s, TTFT"
 	@echo "make soak       10 minutes of requests alternating two models under Prometheus scrapes: extra swaps?"
 	@echo "make faults     kill -9, restart, fleet changes and a thrash under load on the demo host: the fault report"
+	@echo "make race       the router's eviction race, held open with gdb on the demo host (patched: HTTP 200)"
 
 setup: system-packages $(VENV)/.installed $(SDIST) $(MODEL) $(NVML_WHEEL) $(PROMTOOL)
 
-# podman + runc run the systemd test containers, debootstrap builds their image; nft checks the firewall's rules.
+# podman + runc run the systemd test containers, debootstrap builds their image; nft checks the firewall's rules;
+# gdb holds a request inside the router for the eviction race's test (tools/router_race.py).
 system-packages:
-	@missing=""; for cmd in podman runc debootstrap nft; do command -v $$cmd >/dev/null || missing="$$missing $$cmd"; done; \
+	@missing=""; for cmd in podman runc debootstrap nft gdb; do command -v $$cmd >/dev/null || missing="$$missing $$cmd"; done; \
 	$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
 	test -s /usr/share/keyrings/debian-archive-keyring.gpg || missing="$$missing debian-archive-keyring"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing system packages:$$missing"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman runc debootstrap nftables python3-venv debian-archive-keyring >/dev/null; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman runc debootstrap nftables gdb python3-venv debian-archive-keyring >/dev/null; \
 	  else echo "missing:$$missing; run 'sudo make setup' or install them with apt" >&2; exit 1; fi; \
 	fi
 
@@ -154,6 +156,10 @@ faults: demo $(UPGRADE_SDIST)
 	$(BIN)/python tools/faults.py --container $(DEMO_NAME) --url http://127.0.0.1:$(DEMO_PORT) \
 	  --key-file $(CACHE)/demo/api-key --inventory inventory/demo --upgrade-source $(UPGRADE_SDIST) \
 	  --broken-from $(SDIST) --json bench-results/faults-$$(date +%Y%m%dT%H%M%S).json
+
+race: demo
+	$(BIN)/python tools/router_race.py --container $(DEMO_NAME) --url http://127.0.0.1:$(DEMO_PORT) \
+	  --key-file $(CACHE)/demo/api-key
 
 clean: demo-down
 	rm -rf $(VENV) $(CACHE)

@@ -13,9 +13,11 @@ import time
 
 import faults
 import pytest
+import router_race
 from llmrig_testlib import (
     API_KEY,
     GATEWAY_URL,
+    TEST_HOST,
     complete,
     model_children,
     request,
@@ -193,3 +195,19 @@ def test_systemd_security_exposure_of_the_llmrig_services(host):
     # HTTPS and the firewall are on in this scenario's host_vars
     assert scores["llmrig-tls-proxy.service"] <= 3.7, scores
     assert scores["llmrig-firewall.service"] <= 3.7, scores
+
+
+def test_a_request_whose_model_is_evicted_before_it_is_proxied_gets_the_next_process(tmp_path, capsys):
+    """The router race ggml-org/llama.cpp#28698, made deterministic: gdb holds a gemma-a request at the entry of
+    server_models::proxy_request while a gemma-b request evicts gemma-a. The test build carries
+    roles/llmrig_llamacpp/files/patches/router-eviction-race.patch, so the held request waits for gemma-a's
+    next process and gets 200; unpatched it gets HTTP 400 "model name=gemma-a is not running" (docs/faults.md)."""
+    key = tmp_path / "api-key"
+    key.write_text(API_KEY + "\n")
+    argv = ["--container", TEST_HOST, "--url", GATEWAY_URL, "--key-file", str(key), "--hold", "5"]
+    status = router_race.main(argv)
+    out = capsys.readouterr().out
+    with capsys.disabled():
+        print("\n" + out)
+    assert "evicted for gemma-b meanwhile (router journal): yes" in out, out
+    assert status == 0, out

@@ -10,6 +10,7 @@ build of a second version takes too long for `make test` (docs/faults.md)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 from pathlib import Path
@@ -21,6 +22,8 @@ from llmrig_testlib import API_KEY, GATEWAY_URL, TEST_HOST, complete, request, r
 BUILDS = "/opt/llmrig/llama.cpp"
 REPO = Path(__file__).resolve().parents[3]
 SDIST = REPO / ".cache/src/llama_cpp_python-0.3.36.tar.gz"
+# the patch group_vars/llmrig_test.yml applies to every test build
+PATCH = REPO / "roles/llmrig_llamacpp/files/patches/router-eviction-race.patch"
 # a real rebuild into a new build id: the compile commands are unchanged (ccache hits), only the link differs
 RELINKED = {"llmrig_llamacpp_cmake_flags": ["-DCMAKE_EXE_LINKER_FLAGS=-Wl,-O1"]}
 # links against a program interpreter that does not exist: the kernel cannot start the binary
@@ -122,6 +125,7 @@ def test_upgrade_switch_refusal_rollback_and_refusal_again(host, original, tmp_p
     assert host.file(f"{BUILDS}/{original}/bin/llama-server").exists  # kept for rollback
     manifest = json.loads(host.file(f"{BUILDS}/{upgraded}/BUILD-INFO.json").content_string)
     assert "-DCMAKE_EXE_LINKER_FLAGS=-Wl,-O1" in manifest["cmake_flags"]
+    assert manifest["patches"] == [f"{PATCH.name}:{hashlib.sha256(PATCH.read_bytes()).hexdigest()}"]
     assert "TASK [llmrig_llamacpp : Check that the new llama-server starts]" in output
     assert "TASK [llmrig_gateway : Ask every fleet model for one token]" in output
     http, broken = load.report("upgrade under load")
@@ -140,6 +144,21 @@ def test_upgrade_switch_refusal_rollback_and_refusal_again(host, original, tmp_p
     assert "does not start: `llama-server --version` exited 127" in message, output[-3000:]
     assert f"Nothing was switched: build {upgraded} keeps serving" in message, output[-3000:]
     assert "RUNNING HANDLER [llmrig_gateway : Restart llmrig gateway]" not in output
+    assert current(host) == serving(host) == upgraded
+    assert router_pid(host) == pid
+
+    # 2b. a patch that does not apply to the source is refused before anything is built or switched
+    stale = tmp_path / "stale.patch"
+    stale.write_text(
+        "--- a/tools/server/server-models.cpp\n+++ b/tools/server/server-models.cpp\n"
+        "@@ -1,3 +1,3 @@\n line that is not there\n-another one\n+a change\n the end\n"
+    )
+    returncode, output = site({"llmrig_llamacpp_patches": [str(PATCH), str(stale)]})
+    assert returncode != 0, output[-3000:]
+    message = " ".join(output.split())
+    assert f"llmrig_llamacpp_patches: {stale} does not apply to archive:" in message, output[-3000:]
+    assert f"Nothing was built or switched: build {upgraded} keeps serving" in message, output[-3000:]
+    assert "TASK [llmrig_llamacpp : Configure the build]" not in output
     assert current(host) == serving(host) == upgraded
     assert router_pid(host) == pid
 
