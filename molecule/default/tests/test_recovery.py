@@ -27,7 +27,7 @@ from llmrig_testlib import (
 )
 
 UNIT = "llmrig-gateway"
-# the unit's TimeoutStopSec is 45 s (drain 30 + stop 10 + 5): a recovery this slow waited for it
+# the unit's TimeoutStopSec is 75 s (drain 30 twice + stop 10 + 5): a recovery this slow waited for it
 WAITED_FOR_STOP_TIMEOUT = 20.0
 
 
