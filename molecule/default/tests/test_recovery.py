@@ -8,6 +8,7 @@ unit's stop timeout, so it catches systemd waiting for that timeout and nothing 
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 
@@ -140,6 +141,42 @@ def test_restart_lets_the_request_in_flight_finish(host):
     )
     log = host.run("journalctl -u %s --no-pager -n 80 -o cat", UNIT).stdout
     assert "llmrig-gateway-drain: waiting for 1 request(s) in flight" in log, log[-2000:]
+
+
+def test_restart_under_nonstop_load_cuts_no_request(host):
+    """Two clients that never pause (one streams) leave the ExecStop drain no idle moment; it gives up at its
+    bound, and the router's own drain (router-graceful-stop.patch) answers new requests 503 while the ones in
+    flight finish. Every request either succeeded or was turned away (503 or refused) to be sent again."""
+    complete("gemma-a", max_tokens=1)
+    stop, outcomes = threading.Event(), []
+
+    def client(streamed: bool) -> None:
+        send = faults.stream if streamed else faults.complete
+        while not stop.is_set():
+            outcomes.append(send(GATEWAY_URL, API_KEY, "gemma-a", max_tokens=24, timeout=120))
+
+    clients = [threading.Thread(target=client, args=(streamed,)) for streamed in (True, False)]
+    for thread in clients:
+        thread.start()
+    time.sleep(2)
+    began = time.monotonic()
+    rc = host.run("systemctl restart %s", UNIT).rc
+    restart_s = time.monotonic() - began
+    time.sleep(3)
+    stop.set()
+    for thread in clients:
+        thread.join(timeout=150)
+    assert rc == 0
+    failed = [o for o in outcomes if not (o.status == 200 and o.error is None) and not o.refused]
+    served = sum(1 for o in outcomes if o.status == 200 and o.error is None)
+    print(
+        f"\nrestart under nonstop load: {len(outcomes)} requests, {served} answered,"
+        f" {len(outcomes) - served - len(failed)} turned away, {len(failed)} failed; restart {restart_s:.1f} s"
+    )
+    assert not failed, [(o.status, o.error) for o in failed[:5]]
+    assert served > 0
+    log = host.run("journalctl -u %s --no-pager -n 200 -o cat", UNIT).stdout
+    assert re.search(r"drained: 0 requests still in flight", log), log[-2000:]
 
 
 def test_model_process_refuses_requests_without_the_key(host):
