@@ -281,7 +281,7 @@ def follow(
 def open_journal(unit: str) -> Any:
     """A reader of the unit's journal lines from now on (python3-systemd; the exporter's user is in the
     systemd-journal group). Counters start at zero with the exporter, like every Prometheus counter."""
-    from systemd import journal  # pylint: disable=import-outside-toplevel  # only where --journal-unit is set
+    from systemd import journal  # only where --journal-unit is set
 
     reader = journal.Reader()
     reader.add_match(_SYSTEMD_UNIT=unit)
@@ -298,7 +298,7 @@ def follow_journal(reader: Any, tracker: Tracker, stop: threading.Event) -> None
             for entry in reader:
                 tracker.journal_line(str(entry.get("MESSAGE", "")))
             reader.wait(1.0)
-    except Exception:  # pylint: disable=broad-exception-caught  # any failure ends the process
+    except Exception:  # any failure ends the process
         LOG.exception("reading the router's journal failed")
         os._exit(1)
 

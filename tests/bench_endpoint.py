@@ -1,0 +1,87 @@
+"""A small HTTP server answering in llama.cpp's shapes for the harness's unit tests: completions and chat,
+streamed or not, usage, `timings` (with draft counts) and GET /models. A model named `slow...` takes 20 %
+longer per token; `cut` ends its streams without [DONE]. The real endpoint is driven in Molecule."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+GAP_S = 0.01
+WORDS = ["a", " b", " c", " d"]
+
+
+def gap(model: str) -> float:
+    return GAP_S * 1.2 if model.startswith("slow") else GAP_S
+
+
+def timings(model: str) -> dict:
+    per_second = 1 / gap(model)
+    return {
+        "cache_n": 0,
+        "prompt_n": 5,
+        "prompt_ms": 10.0,
+        "prompt_per_second": 500.0,
+        "predicted_n": len(WORDS),
+        "predicted_ms": 1000 * len(WORDS) / per_second,
+        "predicted_per_second": per_second,
+        "draft_n": 6,
+        "draft_n_accepted": 3,
+    }
+
+
+class Endpoint(BaseHTTPRequestHandler):
+    def _send(self, status: int, payload: dict) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):
+        self._send(200, {"data": [{"id": "fast", "status": {"value": "loaded", "args": ["--port", "1"]}}]})
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if self.headers["Authorization"] != "Bearer k":
+            self._send(401, {"error": {"message": "Invalid API Key"}})
+            return
+        model, chat = body["model"], self.path == "/v1/chat/completions"
+        usage = {"prompt_tokens": 5, "completion_tokens": len(WORDS)}
+        if not body["stream"]:
+            time.sleep(gap(model) * len(WORDS))
+            choice = {"message": {"content": "".join(WORDS)}} if chat else {"text": "".join(WORDS)}
+            self._send(
+                200, {"choices": [dict(choice, finish_reason="length")], "usage": usage, "timings": timings(model)}
+            )
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        for i, word in enumerate(WORDS):
+            choice = {"delta": {"content": word}} if chat else {"text": word}
+            if i == len(WORDS) - 1:
+                choice["finish_reason"] = "length"
+            self.wfile.write(f"data: {json.dumps({'choices': [choice]})}\n\n".encode())
+            self.wfile.flush()
+            time.sleep(gap(model))
+        if model != "cut":
+            final = {"choices": [], "usage": usage, "timings": timings(model)}
+            self.wfile.write(f"data: {json.dumps(final)}\n\ndata: [DONE]\n\n".encode())
+
+    def log_message(self, *args):
+        pass
+
+
+@contextmanager
+def endpoint() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Endpoint)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()

@@ -1,0 +1,98 @@
+"""Workloads, the runner and the comparison of a run's variants, over real HTTP against the stand-in
+endpoint (tests/bench_endpoint.py), whose `slow` model takes 20 % longer per token."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from bench_endpoint import endpoint
+from llmrig_bench.__main__ import main
+from llmrig_bench.compare import compare_run
+from llmrig_bench.runner import run
+from llmrig_bench.workload import PROMPT_SETS, WorkloadError, long_prompt, parse
+
+WORKLOAD = {
+    "name": "ab",
+    "api": "completions",
+    "max_tokens": 4,
+    "prompts": "short",
+    "concurrency": [1, 2],
+    "repetitions": 3,
+    "warmup": 1,
+    "sampling": {"temperature": 0, "seed": 1},
+    "variants": {"A": {"model": "fast"}, "B": {"model": "slow"}},
+}
+
+
+def test_a_run_keeps_every_record_in_interleaved_rounds():
+    with endpoint() as url:
+        results = run(parse(WORKLOAD), url, "k", build="abc123")
+    records = results["records"]
+    prompts = len(PROMPT_SETS["short"])
+    assert len(records) == 2 * (1 + 3) * 2 * prompts  # levels x rounds x variants x prompts
+    assert all(r["status"] == 200 and r["error"] is None for r in records)
+    assert sum(r["warmup"] for r in records) == 2 * 2 * prompts
+    # A and B alternate round by round at each level
+    firsts = [r["variant"] for r in records if r["prompt_id"] == "short-0" and r["concurrency"] == 1]
+    assert firsts == ["A", "B"] * 4
+    assert results["build"] == "abc123" and results["host"]["cpus"] > 0
+    assert results["router_models"]["fast"]["value"] == "loaded"
+    assert results["variants"]["B"] == {"model": "slow", "sampling": {"temperature": 0, "seed": 1}, "extra": {}}
+
+
+def test_a_slower_variant_is_a_regression_and_the_same_one_is_no_change():
+    with endpoint() as url:
+        slower = compare_run(run(parse(WORKLOAD), url, "k"))
+        same = compare_run(
+            run(parse(dict(WORKLOAD, variants={"A": {"model": "fast"}, "B": {"model": "fast"}})), url, "k")
+        )
+    verdicts = {c.metric: c.verdict for c in slower}
+    assert verdicts["decode_tps B v A @1"] == "regressed"
+    assert verdicts["decode_tps B v A @2"] == "regressed"
+    assert {c.metric: c.verdict for c in same}["decode_tps B v A @1"] == "no change"
+
+
+def test_the_command_line_runs_and_compares(tmp_path, capsys):
+    workload = tmp_path / "w.json"
+    workload.write_text(json.dumps(dict(WORKLOAD, concurrency=[1])))
+    key = tmp_path / "key"
+    key.write_text("k\n")
+    out = tmp_path / "results.json"
+    with endpoint() as url:
+        assert main(["run", str(workload), "--url", url, "--key-file", str(key), "--out", str(out)]) == 0
+    assert "ab: 32 requests, 0 failed" in capsys.readouterr().out
+    verdicts = tmp_path / "verdicts.json"
+    assert main(["compare", str(out), "--json", str(verdicts)]) == 0
+    assert "decode_tps B v A @1: A 100 (n=12), B 83.33 (n=12), change -16.7%" in capsys.readouterr().out
+    assert json.loads(verdicts.read_text())[0]["verdict"] == "regressed"
+
+
+def test_a_bad_workload_is_refused_naming_the_field(tmp_path, capsys):
+    workload = tmp_path / "w.json"
+    workload.write_text(json.dumps(dict(WORKLOAD, concurrency=[0])))
+    assert main(["run", str(workload), "--key-file", str(workload), "--out", str(tmp_path / "o")]) == 2
+    assert "workload 'ab': field 'concurrency': positive whole numbers, got [0]" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"name": ""}, "field 'name' is required"),
+        ({"api": "embeddings"}, "field 'api': completions or chat"),
+        ({"prompts": "poems"}, "field 'prompts': unknown set 'poems'"),
+        ({"prompts": {"filler": "prose", "tokens": [0]}}, "field 'prompts.tokens'"),
+        ({"variants": {"A": {}}}, "field 'variants.A.model' is required"),
+        ({"warmup": -1}, "field 'warmup'"),
+        ({"colour": "red"}, "unknown fields ['colour']"),
+    ],
+)
+def test_workload_errors(change, message):
+    with pytest.raises(WorkloadError, match=message.replace("[", r"\[").replace("(", r"\(")):
+        parse(dict(WORKLOAD, **change))
+
+
+def test_long_prompts_reach_about_the_depth_asked():
+    workload = parse(dict(WORKLOAD, prompts={"filler": "coding", "tokens": [100, 1000]}))
+    assert [p.id for p in workload.prompts] == ["coding-100", "coding-1000"]
+    assert len(long_prompt("prose", 1000).split()) == pytest.approx(750, abs=12)

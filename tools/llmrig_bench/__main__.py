@@ -1,0 +1,65 @@
+"""llmrig-bench: `python3 -m llmrig_bench run WORKLOAD --url URL --key-file F --out RESULTS.json`, then
+`python3 -m llmrig_bench compare RESULTS.json` (the statistics need numpy and scipy, on the controller)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def load(path: Path) -> Any:
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".json":
+        return json.loads(text)
+    import yaml  # PyYAML is on the controller; the hosts get workloads as JSON
+
+    return yaml.safe_load(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="llmrig-bench", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run_p = sub.add_parser("run", help="run a workload and write the raw records")
+    run_p.add_argument("workload", type=Path)
+    run_p.add_argument("--url", default="http://127.0.0.1:8080")
+    run_p.add_argument("--key-file", type=Path, required=True)
+    run_p.add_argument("--out", type=Path, required=True)
+    run_p.add_argument("--build", default="", help="the llama.cpp build id, recorded with the results")
+    cmp_p = sub.add_parser("compare", help="the variants of a run against the first: figures and verdicts")
+    cmp_p.add_argument("results", type=Path)
+    cmp_p.add_argument("--threshold", type=float, default=0.02, help="smallest change that matters (0.02 = 2 %%)")
+    cmp_p.add_argument("--json", type=Path, help="write the comparisons here")
+    args = parser.parse_args(argv)
+
+    if args.command == "run":
+        from .runner import run
+        from .workload import WorkloadError, parse
+
+        try:
+            workload = parse(load(args.workload))
+        except WorkloadError as exc:
+            print(f"llmrig-bench: {exc}", file=sys.stderr)
+            return 2
+        key = args.key_file.read_text(encoding="utf-8").strip()
+        results = run(workload, args.url, key, build=args.build)
+        args.out.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+        failed = sum(1 for r in results["records"] if r["status"] != 200 or r["error"] is not None)
+        print(f"{workload.name}: {len(results['records'])} requests, {failed} failed, {results['seconds']:.1f} s")
+        return 1 if failed else 0
+
+    from .compare import compare_run  # needs numpy and scipy: the controller only
+
+    results = json.loads(args.results.read_text(encoding="utf-8"))
+    comparisons = compare_run(results, threshold=args.threshold)
+    for item in comparisons:
+        print(item.line())
+    if args.json:
+        args.json.write_text(json.dumps([c.as_dict() for c in comparisons], indent=1) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
