@@ -1,6 +1,7 @@
 """A small HTTP server answering in llama.cpp's shapes for the harness's unit tests: completions and chat,
-streamed or not, usage, `timings` (with draft counts) and GET /models. A model named `slow...` takes 20 %
-longer per token; `cut` ends its streams without [DONE]. The real endpoint is driven in Molecule."""
+streamed or not, usage, `timings` (with draft counts), /completion's token ids and GET /models. A model named
+`slow...` takes 20 % longer per token; `cut` ends its streams without [DONE]; `flaky` changes a token in
+/completion. The real endpoint is driven in Molecule."""
 
 from __future__ import annotations
 
@@ -34,6 +35,17 @@ def timings(model: str) -> dict:
     }
 
 
+def tokens(body: dict) -> list[int]:
+    """llama.cpp's /completion with return_tokens: ids that depend on the prompt only when greedy; with a
+    temperature they change from the fourth token on, as sampling would, and `flaky` models from the sixth."""
+    ids = [(sum(map(ord, body["prompt"])) * (i + 7)) % 32000 for i in range(body["n_predict"])]
+    if body.get("temperature", 0) > 0 and len(ids) > 3:
+        ids[3] = (ids[3] + body.get("seed", 0) + 1) % 32000
+    if body["model"] == "flaky" and len(ids) > 5:
+        ids[5] += 1
+    return ids
+
+
 class Endpoint(BaseHTTPRequestHandler):
     def _send(self, status: int, payload: dict) -> None:
         data = json.dumps(payload).encode()
@@ -49,6 +61,9 @@ class Endpoint(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         if self.headers["Authorization"] != "Bearer k":
             self._send(401, {"error": {"message": "Invalid API Key"}})
+            return
+        if self.path == "/completion":
+            self._send(200, {"content": "...", "tokens": tokens(body)})
             return
         model, chat = body["model"], self.path == "/v1/chat/completions"
         usage = {"prompt_tokens": 5, "completion_tokens": len(WORDS)}

@@ -1,5 +1,7 @@
 """llmrig-bench: `python3 -m llmrig_bench run WORKLOAD --url URL --key-file F --out RESULTS.json`, then
-`python3 -m llmrig_bench compare RESULTS.json` (the statistics need numpy and scipy, on the controller)."""
+`python3 -m llmrig_bench compare RESULTS.json` (the statistics need numpy and scipy, on the controller).
+`determinism record --model M --out BASELINE.json` stores greedy token ids of a prompt set;
+`determinism check BASELINE.json` generates them again and names the first difference."""
 
 from __future__ import annotations
 
@@ -19,6 +21,31 @@ def load(path: Path) -> Any:
     return yaml.safe_load(text)
 
 
+def determinism(args: argparse.Namespace) -> int:
+    from . import determinism as det
+    from .workload import WorkloadError, parse
+
+    key = args.key_file.read_text(encoding="utf-8").strip()
+    if args.action == "record":
+        if not args.model:
+            print("llmrig-bench: determinism record needs --model", file=sys.stderr)
+            return 2
+        try:
+            prompts = parse({"name": "determinism", "prompts": args.prompts, "variants": {"A": {"model": args.model}}})
+        except WorkloadError as exc:
+            print(f"llmrig-bench: {exc}", file=sys.stderr)
+            return 2
+        baseline = det.record(args.url, key, args.model, prompts.prompts, args.n_predict)
+        args.baseline.write_text(json.dumps(baseline, indent=1) + "\n", encoding="utf-8")
+        tokens = sum(len(p["tokens"]) for p in baseline["prompts"])
+        print(f"baseline of {args.model}: {len(baseline['prompts'])} prompts, {tokens} tokens")
+        return 0
+    baseline = json.loads(args.baseline.read_text(encoding="utf-8"))
+    outcome = det.check(args.url, key, baseline, model=args.model)
+    print(outcome.summary())
+    return 0 if outcome.ok else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="llmrig-bench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -32,7 +59,18 @@ def main(argv: list[str] | None = None) -> int:
     cmp_p.add_argument("results", type=Path)
     cmp_p.add_argument("--threshold", type=float, default=0.02, help="smallest change that matters (0.02 = 2 %%)")
     cmp_p.add_argument("--json", type=Path, help="write the comparisons here")
+    det_p = sub.add_parser("determinism", help="greedy token ids against a stored baseline")
+    det_p.add_argument("action", choices=["record", "check"])
+    det_p.add_argument("baseline", type=Path, help="the baseline file (written by record, read by check)")
+    det_p.add_argument("--url", default="http://127.0.0.1:8080")
+    det_p.add_argument("--key-file", type=Path, required=True)
+    det_p.add_argument("--model", help="record: the model; check: another model than the baseline's")
+    det_p.add_argument("--prompts", default="short", help="record: a prompt set (%(default)s)")
+    det_p.add_argument("--n-predict", type=int, default=32)
     args = parser.parse_args(argv)
+
+    if args.command == "determinism":
+        return determinism(args)
 
     if args.command == "run":
         from .runner import run
