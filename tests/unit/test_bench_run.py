@@ -96,3 +96,19 @@ def test_long_prompts_reach_about_the_depth_asked():
     workload = parse(dict(WORKLOAD, prompts={"filler": "coding", "tokens": [100, 1000]}))
     assert [p.id for p in workload.prompts] == ["coding-100", "coding-1000"]
     assert len(long_prompt("prose", 1000).split()) == pytest.approx(750, abs=12)
+
+
+def test_the_report_has_the_verdicts_and_real_plots(tmp_path, capsys):
+    with endpoint() as url:
+        results = run(parse(WORKLOAD), url, "k", build="abc123")
+    out = tmp_path / "results.json"
+    out.write_text(json.dumps(results))
+    assert main(["report", str(out), "--out", str(tmp_path / "report")]) == 0
+    report = (tmp_path / "report/report.md").read_text()
+    assert "| decode_tps B v A @1 | 100 | 83.33 | -16.7% |" in report
+    assert "regressed" in report and "build: `abc123`" in report
+    for name in ("latency-cdf.png", "decode-tps.png", "ttft-vs-prompt.png", "acceptance.png"):
+        data = (tmp_path / "report" / name).read_bytes()
+        assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 10_000, name
+        assert f"![{name}]({name})" in report
+    assert json.loads((tmp_path / "report/comparisons.json").read_text())[0]["verdict"] == "regressed"

@@ -1,7 +1,8 @@
 """llmrig-bench: `python3 -m llmrig_bench run WORKLOAD --url URL --key-file F --out RESULTS.json`, then
 `python3 -m llmrig_bench compare RESULTS.json` (the statistics need numpy and scipy, on the controller).
 `determinism record --model M --out BASELINE.json` stores greedy token ids of a prompt set;
-`determinism check BASELINE.json` generates them again and names the first difference."""
+`determinism check BASELINE.json` generates them again and names the first difference;
+`report RESULTS.json --out DIR` writes report.md, comparisons.json and the plots."""
 
 from __future__ import annotations
 
@@ -59,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     cmp_p.add_argument("results", type=Path)
     cmp_p.add_argument("--threshold", type=float, default=0.02, help="smallest change that matters (0.02 = 2 %%)")
     cmp_p.add_argument("--json", type=Path, help="write the comparisons here")
+    rep_p = sub.add_parser("report", help="report.md, comparisons.json and PNG plots of a run")
+    rep_p.add_argument("results", type=Path)
+    rep_p.add_argument("--out", type=Path, required=True, help="the report's directory")
+    rep_p.add_argument("--threshold", type=float, default=0.02)
     det_p = sub.add_parser("determinism", help="greedy token ids against a stored baseline")
     det_p.add_argument("action", choices=["record", "check"])
     det_p.add_argument("baseline", type=Path, help="the baseline file (written by record, read by check)")
@@ -71,6 +76,12 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "determinism":
         return determinism(args)
+    if args.command == "report":
+        from .report import write  # matplotlib, numpy and scipy: the controller only
+
+        report = write(json.loads(args.results.read_text(encoding="utf-8")), args.out, args.threshold)
+        print(f"wrote {report}")
+        return 0
 
     if args.command == "run":
         from .runner import run

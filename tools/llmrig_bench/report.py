@@ -1,0 +1,153 @@
+"""A run's report: Markdown with the run's facts, the comparisons and their verdicts, and PNG plots drawn with
+matplotlib (latency CDFs, decode tokens/s per variant, time to first token against prompt length, draft
+acceptance per variant). Controller only (numpy, scipy, matplotlib)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # after the backend is chosen
+import numpy as np
+
+from .compare import compare_run, samples, value
+
+
+def _kept(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in records if not r["warmup"] and r["status"] == 200 and r["error"] is None]
+
+
+def _levels(records: list[dict[str, Any]]) -> list[int]:
+    return sorted({r["concurrency"] for r in records})
+
+
+def plot_latency_cdf(results: dict[str, Any], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for variant in results["variants"]:
+        for level in _levels(results["records"]):
+            data = np.sort(samples(results["records"], variant, level, "e2e_s"))
+            if len(data):
+                ax.step(data, np.arange(1, len(data) + 1) / len(data), where="post", label=f"{variant} @{level}")
+    ax.set_xlabel("end-to-end latency (s)")
+    ax.set_ylabel("fraction of requests")
+    ax.set_title(f"{results['workload']}: latency CDF")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_decode(results: dict[str, Any], path: Path) -> None:
+    labels, data = [], []
+    for level in _levels(results["records"]):
+        for variant in results["variants"]:
+            values = samples(results["records"], variant, level, "timings.predicted_per_second")
+            if values:
+                labels.append(f"{variant} @{level}")
+                data.append(values)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    if data:
+        ax.boxplot(data, tick_labels=labels)
+        for i, values in enumerate(data, start=1):
+            ax.plot(np.full(len(values), i) + np.linspace(-0.15, 0.15, len(values)), values, ".", alpha=0.5)
+    ax.set_ylabel("decode tokens/s (server timings)")
+    ax.set_title(f"{results['workload']}: decode speed per variant and concurrency")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_ttft(results: dict[str, Any], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    kept = _kept(results["records"])
+    for variant in results["variants"]:
+        points = [
+            (r["prompt_tokens"], r["ttft_s"])
+            for r in kept
+            if r["variant"] == variant and r.get("ttft_s") is not None and r.get("prompt_tokens")
+        ]
+        if points:
+            x, y = zip(*points, strict=True)
+            ax.plot(x, y, "o", alpha=0.6, label=variant)
+    ax.set_xlabel("prompt tokens")
+    ax.set_ylabel("time to first token (s)")
+    ax.set_title(f"{results['workload']}: time to first token against prompt length")
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_acceptance(results: dict[str, Any], path: Path) -> bool:
+    """Drafted tokens accepted per variant (speculative decoding); False when no variant drafted."""
+    rates = {}
+    for variant in results["variants"]:
+        kept = [r for r in _kept(results["records"]) if r["variant"] == variant]
+        drafted = sum(value(r, "timings.draft_n") or 0 for r in kept)
+        accepted = sum(value(r, "timings.draft_n_accepted") or 0 for r in kept)
+        if drafted:
+            rates[variant] = accepted / drafted
+    if not rates:
+        return False
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.bar(list(rates), list(rates.values()))
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accepted / drafted tokens")
+    ax.set_title(f"{results['workload']}: draft acceptance")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def write(results: dict[str, Any], out_dir: Path, threshold: float = 0.02) -> Path:
+    """Write report.md, comparisons.json and the plots into out_dir; return the Markdown's path."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    comparisons = compare_run(results, threshold=threshold)
+    (out_dir / "comparisons.json").write_text(json.dumps([c.as_dict() for c in comparisons], indent=1) + "\n")
+    plots = ["latency-cdf.png", "decode-tps.png", "ttft-vs-prompt.png"]
+    plot_latency_cdf(results, out_dir / plots[0])
+    plot_decode(results, out_dir / plots[1])
+    plot_ttft(results, out_dir / plots[2])
+    if plot_acceptance(results, out_dir / "acceptance.png"):
+        plots.append("acceptance.png")
+    records = results["records"]
+    failed = sum(1 for r in records if r["status"] != 200 or r["error"] is not None)
+    host = results.get("host", {})
+    lines = [
+        f"# {results['workload']}",
+        "",
+        f"- build: `{results.get('build') or 'unknown'}`; host: {host.get('hostname', '?')}, {host.get('cpus', '?')}"
+        f" CPUs ({host.get('cpu_model', '?')}), {host.get('mem_total_kib', 0) // 1024} MiB",
+        f"- {len(records)} requests ({sum(r['warmup'] for r in records)} warm-up), {failed} failed,"
+        f" {results['seconds']:.1f} s; api {results['api']}, streamed: {results['stream']},"
+        f" max_tokens {results['max_tokens']}",
+        "- variants: "
+        + "; ".join(
+            f"**{name}** `{spec['model']}` {spec['sampling'] or ''}" for name, spec in results["variants"].items()
+        ),
+        "",
+        f"## Comparisons (threshold {threshold:.0%})",
+        "",
+        "| metric | A median | B median | change | 95 % interval | p | verdict |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    lines += [
+        f"| {c.metric} | {c.median_a:.4g} | {c.median_b:.4g} | {c.change:+.1%} | [{c.ci_low:+.1%}, {c.ci_high:+.1%}]"
+        f" | {c.p_value:.3g} | {c.verdict} |"
+        for c in comparisons
+    ]
+    if not comparisons:
+        lines.append("| (one variant: nothing to compare) | | | | | | |")
+    lines += ["", "## Plots", ""] + [f"![{name}]({name})" for name in plots]
+    report = out_dir / "report.md"
+    report.write_text("\n".join(lines) + "\n")
+    return report
