@@ -13,6 +13,9 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 GAP_S = 0.01
+# drafted and accepted tokens served per model, for /metrics (a real model process counts the same way)
+COUNTERS: dict[str, list[float]] = {}
+COUNTERS_LOCK = threading.Lock()
 WORDS = ["a", " b", " c", " d"]
 
 
@@ -55,7 +58,21 @@ class Endpoint(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def do_GET(self):
-        self._send(200, {"data": [{"id": "fast", "status": {"value": "loaded", "args": ["--port", "1"]}}]})
+        if self.path.startswith("/metrics"):
+            model = self.path.split("model=", 1)[1].split("&", 1)[0]
+            with COUNTERS_LOCK:
+                drafted, accepted = COUNTERS.get(model, [0.0, 0.0])
+            text = (
+                f"llamacpp:spec_decode_num_draft_tokens_total {drafted}\n"
+                f"llamacpp:spec_decode_num_accepted_tokens_total {accepted}\n"
+            ).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(text)))
+            self.end_headers()
+            self.wfile.write(text)
+            return
+        models = [{"id": m, "status": {"value": "loaded", "args": ["--port", "1"]}} for m in ("fast", "slow")]
+        self._send(200, {"data": models})
 
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -66,6 +83,10 @@ class Endpoint(BaseHTTPRequestHandler):
             self._send(200, {"content": "...", "tokens": tokens(body)})
             return
         model, chat = body["model"], self.path == "/v1/chat/completions"
+        with COUNTERS_LOCK:
+            counts = COUNTERS.setdefault(model, [0.0, 0.0])
+            counts[0] += timings(model)["draft_n"]
+            counts[1] += timings(model)["draft_n_accepted"]
         usage = {"prompt_tokens": 5, "completion_tokens": len(WORDS)}
         if not body["stream"]:
             time.sleep(gap(model) * len(WORDS))
@@ -94,6 +115,8 @@ class Endpoint(BaseHTTPRequestHandler):
 
 @contextmanager
 def endpoint() -> Iterator[str]:
+    with COUNTERS_LOCK:
+        COUNTERS.clear()  # a new server is a new set of model processes
     server = ThreadingHTTPServer(("127.0.0.1", 0), Endpoint)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:

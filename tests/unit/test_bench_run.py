@@ -8,6 +8,7 @@ import json
 import pytest
 from bench_endpoint import endpoint
 from llmrig_bench.__main__ import main
+from llmrig_bench.client import request
 from llmrig_bench.compare import compare_run
 from llmrig_bench.runner import run
 from llmrig_bench.workload import PROMPT_SETS, WorkloadError, long_prompt, parse
@@ -107,8 +108,39 @@ def test_the_report_has_the_verdicts_and_real_plots(tmp_path, capsys):
     report = (tmp_path / "report/report.md").read_text()
     assert "| decode_tps B v A @1 | 100 | 83.33 | -16.7% |" in report
     assert "regressed" in report and "build: `abc123`" in report
+    assert "| A | 192 | 96 | 192 | 96 | 50.0% |" in report  # drafts: timings and /metrics agree
     for name in ("latency-cdf.png", "decode-tps.png", "ttft-vs-prompt.png", "acceptance.png"):
         data = (tmp_path / "report" / name).read_bytes()
         assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 10_000, name
         assert f"![{name}]({name})" in report
     assert json.loads((tmp_path / "report/comparisons.json").read_text())[0]["verdict"] == "regressed"
+
+
+def test_draft_counts_from_the_responses_agree_with_the_metrics_counters():
+    from llmrig_bench.runner import spec_totals
+
+    with endpoint() as url:
+        # requests before the run: the counters' starting point, not counted
+        request(url, "k", "fast", "before the run")
+        results = run(parse(dict(WORKLOAD, concurrency=[1])), url, "k")
+    totals = spec_totals(results)
+    per_variant = 4 * len(PROMPT_SETS["short"])  # 4 rounds (warm-up included) of each prompt
+    for variant in ("A", "B"):
+        assert totals[variant]["timings_drafted"] == 6 * per_variant
+        assert totals[variant]["metrics_drafted"] == totals[variant]["timings_drafted"]
+        assert totals[variant]["metrics_accepted"] == totals[variant]["timings_accepted"] == 3 * per_variant
+        assert totals[variant]["acceptance"] == 0.5
+
+
+def test_a_new_model_process_counts_from_zero():
+    from llmrig_bench.runner import spec_totals
+
+    readings = [
+        {"model": "m", "variant": None, "port": "1", "drafted": 3.0, "accepted": 1.0},  # before the run
+        {"model": "m", "variant": "A", "port": "1", "drafted": 10.0, "accepted": 5.0},
+        {"model": "m", "variant": "A", "port": "1", "drafted": 25.0, "accepted": 12.0},
+        {"model": "m", "variant": "A", "port": "2", "drafted": 4.0, "accepted": 4.0},  # swapped out and back
+    ]
+    results = {"variants": {"A": {}}, "records": [], "spec_counters": readings}
+    assert spec_totals(results)["A"]["metrics_drafted"] == 7.0 + 15.0 + 4.0
+    assert spec_totals(results)["A"]["metrics_accepted"] == 4.0 + 7.0 + 4.0

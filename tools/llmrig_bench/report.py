@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt  # after the backend is chosen
 import numpy as np
 
 from .compare import compare_run, samples, value
+from .runner import spec_totals
 
 
 def _kept(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -147,6 +148,21 @@ def write(results: dict[str, Any], out_dir: Path, threshold: float = 0.02) -> Pa
     ]
     if not comparisons:
         lines.append("| (one variant: nothing to compare) | | | | | | |")
+    spec = {name: t for name, t in spec_totals(results).items() if t["timings_drafted"] or t["metrics_drafted"]}
+    if spec:
+        lines += [
+            "",
+            "## Speculative decoding (all rounds, warm-up included)",
+            "",
+            "| variant | drafted (timings) | accepted (timings) | drafted (/metrics) | accepted (/metrics)"
+            " | acceptance |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        lines += [
+            f"| {name} | {t['timings_drafted']:.0f} | {t['timings_accepted']:.0f} | {t['metrics_drafted']:.0f}"
+            f" | {t['metrics_accepted']:.0f} | {t['acceptance']:.1%} |"
+            for name, t in spec.items()
+        ]
     lines += ["", "## Plots", ""] + [f"![{name}]({name})" for name in plots]
     report = out_dir / "report.md"
     report.write_text("\n".join(lines) + "\n")

@@ -7,9 +7,12 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -26,6 +29,35 @@ def _router_models(base_url: str, key: str) -> dict[str, Any]:
             return {str(m["id"]): m.get("status") or {} for m in json.load(response)["data"]}
     except (OSError, ValueError, KeyError) as exc:
         return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+SPEC_COUNTERS = {
+    "drafted": "llamacpp:spec_decode_num_draft_tokens_total",
+    "accepted": "llamacpp:spec_decode_num_accepted_tokens_total",
+}
+
+
+def spec_counters(base_url: str, key: str, model: str) -> dict[str, Any]:
+    """The model process's speculative-decoding counters, read through the router without loading anything,
+    with the process's port (a new process starts its counters at 0)."""
+    headers = {"Authorization": f"Bearer {key}"}
+    query = urllib.parse.urlencode({"model": model, "autoload": "false"})
+    out: dict[str, Any] = {"model": model}
+    try:
+        with urllib.request.urlopen(
+            urllib.request.Request(f"{base_url.rstrip('/')}/metrics?{query}", headers=headers), timeout=30
+        ) as response:
+            text = response.read().decode()
+    except (OSError, urllib.error.HTTPError) as exc:
+        out["error"] = str(exc)
+        return out
+    for name, metric in SPEC_COUNTERS.items():
+        match = re.search(rf"^{re.escape(metric)}(?:{{[^}}]*}})? (\S+)$", text, re.M)
+        out[name] = float(match.group(1)) if match else 0.0
+    status = _router_models(base_url, key).get(model) or {}
+    args = [str(a) for a in status.get("args") or []]
+    out["port"] = args[args.index("--port") + 1] if "--port" in args[:-1] else ""
+    return out
 
 
 def host_facts() -> dict[str, Any]:
@@ -84,12 +116,21 @@ def run(workload: Workload, base_url: str, key: str, *, build: str = "", timeout
     """All records of the workload, with what is needed to read them later."""
     started = time.time()
     records: list[dict[str, Any]] = []
+    # where each model's counters stand before the run (a process that is already up has counted before)
+    counters: list[dict[str, Any]] = [
+        dict(spec_counters(base_url, key, model), variant=None, concurrency=None, round=None)
+        for model in sorted({v.model for v in workload.variants})
+    ]
     for level in workload.concurrency:
         for number in range(-workload.warmup, workload.repetitions):
             for variant in workload.variants:
                 for record in _round(workload, variant, level, base_url, key, timeout):
                     record.update(variant=variant.name, concurrency=level, round=number, warmup=number < 0)
                     records.append(record)
+                # right after its round the variant's model is resident: its counters cover this round
+                reading = spec_counters(base_url, key, variant.model)
+                reading.update(variant=variant.name, concurrency=level, round=number)
+                counters.append(reading)
     return {
         "workload": workload.name,
         "api": workload.api,
@@ -101,5 +142,36 @@ def run(workload: Workload, base_url: str, key: str, *, build: str = "", timeout
         "build": build,
         "host": host_facts(),
         "router_models": _router_models(base_url, key),
+        "spec_counters": counters,
         "records": records,
     }
+
+
+def spec_totals(results: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Per variant, drafted and accepted tokens twice: summed from the responses' timings, and from the model
+    process's /metrics counters read after each round. Each reading is compared with the last reading of the
+    same model: on the same process (port) the difference is this round's; a new process counts from 0."""
+    from_metrics = {v: {"drafted": 0.0, "accepted": 0.0} for v in results["variants"]}
+    last: dict[str, dict[str, Any]] = {}
+    for reading in results.get("spec_counters", []):
+        if "error" in reading:
+            continue
+        before = last.get(reading["model"], {})
+        same = before.get("port") == reading["port"] and reading["drafted"] >= before.get("drafted", 0.0)
+        if reading["variant"] is not None:  # None: the reading before the run, a starting point only
+            for name in ("drafted", "accepted"):
+                from_metrics[reading["variant"]][name] += reading[name] - (before.get(name, 0.0) if same else 0.0)
+        last[reading["model"]] = reading
+    totals: dict[str, dict[str, float]] = {}
+    for variant in results["variants"]:
+        mine = [r for r in results["records"] if r["variant"] == variant]
+        drafted = float(sum(r["timings"].get("draft_n", 0) for r in mine))
+        accepted = float(sum(r["timings"].get("draft_n_accepted", 0) for r in mine))
+        totals[variant] = {
+            "timings_drafted": drafted,
+            "timings_accepted": accepted,
+            "metrics_drafted": from_metrics[variant]["drafted"],
+            "metrics_accepted": from_metrics[variant]["accepted"],
+            "acceptance": accepted / drafted if drafted else 0.0,
+        }
+    return totals
