@@ -144,3 +144,19 @@ def test_a_new_model_process_counts_from_zero():
     results = {"variants": {"A": {}}, "records": [], "spec_counters": readings}
     assert spec_totals(results)["A"]["metrics_drafted"] == 7.0 + 15.0 + 4.0
     assert spec_totals(results)["A"]["metrics_accepted"] == 4.0 + 7.0 + 4.0
+
+
+def test_stress_cycles_count_failures_and_drift(tmp_path, capsys):
+    workload = tmp_path / "w.json"
+    workload.write_text(json.dumps(dict(WORKLOAD, repetitions=1, variants={"A": {"model": "fast"}})))
+    key = tmp_path / "key"
+    key.write_text("k\n")
+    with endpoint() as url:
+        assert main(["stress", str(workload), "--url", url, "--key-file", str(key), "--cycles", "3"]) == 0
+        out = capsys.readouterr().out
+        cut = tmp_path / "cut.json"
+        cut.write_text(json.dumps(dict(WORKLOAD, repetitions=1, variants={"A": {"model": "cut"}})))
+        assert main(["stress", str(cut), "--url", url, "--key-file", str(key), "--cycles", "2"]) == 1
+    assert "stress ab (fast, 2 at a time):" in out
+    assert "cycle 3: 4 requests, 0 failed, decode 100.0 tokens/s (drift +0.0%)" in out
+    assert "cycle 2: 4 requests, 4 failed" in capsys.readouterr().out

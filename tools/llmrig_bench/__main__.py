@@ -2,7 +2,8 @@
 `python3 -m llmrig_bench compare RESULTS.json` (the statistics need numpy and scipy, on the controller).
 `determinism record --model M --out BASELINE.json` stores greedy token ids of a prompt set;
 `determinism check BASELINE.json` generates them again and names the first difference;
-`report RESULTS.json --out DIR` writes report.md, comparisons.json and the plots."""
+`report RESULTS.json --out DIR` writes report.md, comparisons.json and the plots;
+`stress WORKLOAD --cycles 6` runs sustained load and prints failures and speed drift per cycle."""
 
 from __future__ import annotations
 
@@ -60,6 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     cmp_p.add_argument("results", type=Path)
     cmp_p.add_argument("--threshold", type=float, default=0.02, help="smallest change that matters (0.02 = 2 %%)")
     cmp_p.add_argument("--json", type=Path, help="write the comparisons here")
+    st_p = sub.add_parser("stress", help="the first variant at the highest concurrency for N cycles")
+    st_p.add_argument("workload", type=Path)
+    st_p.add_argument("--url", default="http://127.0.0.1:8080")
+    st_p.add_argument("--key-file", type=Path, required=True)
+    st_p.add_argument("--cycles", type=int, default=6)
+    st_p.add_argument("--out", type=Path, help="write the cycles as JSON")
     rep_p = sub.add_parser("report", help="report.md, comparisons.json and PNG plots of a run")
     rep_p.add_argument("results", type=Path)
     rep_p.add_argument("--out", type=Path, required=True, help="the report's directory")
@@ -82,6 +89,21 @@ def main(argv: list[str] | None = None) -> int:
         report = write(json.loads(args.results.read_text(encoding="utf-8")), args.out, args.threshold)
         print(f"wrote {report}")
         return 0
+
+    if args.command == "stress":
+        from .stress import stress, summary
+        from .workload import WorkloadError, parse
+
+        try:
+            workload = parse(load(args.workload))
+        except WorkloadError as exc:
+            print(f"llmrig-bench: {exc}", file=sys.stderr)
+            return 2
+        result = stress(workload, args.url, args.key_file.read_text(encoding="utf-8").strip(), args.cycles)
+        print(summary(result))
+        if args.out:
+            args.out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+        return 1 if any(row["failed"] for row in result["cycles"]) else 0
 
     if args.command == "run":
         from .runner import run

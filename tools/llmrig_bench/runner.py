@@ -88,7 +88,7 @@ def host_facts() -> dict[str, Any]:
     return facts
 
 
-def _round(
+def send_round(
     workload: Workload, variant: Variant, level: int, base_url: str, key: str, timeout: float
 ) -> list[dict[str, Any]]:
     fields = workload.request_fields(variant)
@@ -124,7 +124,7 @@ def run(workload: Workload, base_url: str, key: str, *, build: str = "", timeout
     for level in workload.concurrency:
         for number in range(-workload.warmup, workload.repetitions):
             for variant in workload.variants:
-                for record in _round(workload, variant, level, base_url, key, timeout):
+                for record in send_round(workload, variant, level, base_url, key, timeout):
                     record.update(variant=variant.name, concurrency=level, round=number, warmup=number < 0)
                     records.append(record)
                 # right after its round the variant's model is resident: its counters cover this round
