@@ -160,3 +160,14 @@ def test_stress_cycles_count_failures_and_drift(tmp_path, capsys):
     assert "stress ab (fast, 2 at a time):" in out
     assert "cycle 3: 4 requests, 0 failed, decode 100.0 tokens/s (drift +0.0%)" in out
     assert "cycle 2: 4 requests, 4 failed" in capsys.readouterr().out
+
+
+def test_check_validates_a_workload_file(tmp_path, capsys):
+    good = tmp_path / "good.yml"
+    good.write_text("name: g\nvariants: {A: {model: m}}\nprompts: coding\n")
+    assert main(["check", str(good)]) == 0
+    assert "g: 3 prompts, 1 variants" in capsys.readouterr().out
+    bad = tmp_path / "bad.yml"
+    bad.write_text("name: b\nvariants: {A: {}}\n")
+    assert main(["check", str(bad)]) == 2
+    assert "field 'variants.A.model' is required" in capsys.readouterr().err

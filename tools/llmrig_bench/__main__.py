@@ -51,6 +51,8 @@ def determinism(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="llmrig-bench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    chk_p = sub.add_parser("check", help="validate a workload")
+    chk_p.add_argument("workload", type=Path)
     run_p = sub.add_parser("run", help="run a workload and write the raw records")
     run_p.add_argument("workload", type=Path)
     run_p.add_argument("--url", default="http://127.0.0.1:8080")
@@ -88,6 +90,17 @@ def main(argv: list[str] | None = None) -> int:
 
         report = write(json.loads(args.results.read_text(encoding="utf-8")), args.out, args.threshold)
         print(f"wrote {report}")
+        return 0
+
+    if args.command == "check":
+        from .workload import WorkloadError, parse
+
+        try:
+            workload = parse(load(args.workload))
+        except (WorkloadError, OSError, ValueError) as exc:
+            print(f"llmrig-bench: {args.workload}: {exc}", file=sys.stderr)
+            return 2
+        print(f"{workload.name}: {len(workload.prompts)} prompts, {len(workload.variants)} variants")
         return 0
 
     if args.command == "stress":
