@@ -23,6 +23,17 @@ def load(path: Path) -> Any:
     return yaml.safe_load(text)
 
 
+def read_workload(path: Path) -> Any:
+    """The parsed workload, or None after saying on stderr what is wrong with it (file, workload, field)."""
+    from .workload import WorkloadError, parse
+
+    try:
+        return parse(load(path))
+    except (WorkloadError, OSError, ValueError) as exc:
+        print(f"llmrig-bench: {path}: {exc}", file=sys.stderr)
+        return None
+
+
 def determinism(args: argparse.Namespace) -> int:
     from . import determinism as det
     from .workload import WorkloadError, parse
@@ -92,26 +103,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {report}")
         return 0
 
-    if args.command == "check":
-        from .workload import WorkloadError, parse
-
-        try:
-            workload = parse(load(args.workload))
-        except (WorkloadError, OSError, ValueError) as exc:
-            print(f"llmrig-bench: {args.workload}: {exc}", file=sys.stderr)
+    if args.command in ("check", "stress", "run"):
+        workload = read_workload(args.workload)
+        if workload is None:
             return 2
+
+    if args.command == "check":
         print(f"{workload.name}: {len(workload.prompts)} prompts, {len(workload.variants)} variants")
         return 0
 
     if args.command == "stress":
         from .stress import stress, summary
-        from .workload import WorkloadError, parse
 
-        try:
-            workload = parse(load(args.workload))
-        except WorkloadError as exc:
-            print(f"llmrig-bench: {exc}", file=sys.stderr)
-            return 2
         result = stress(workload, args.url, args.key_file.read_text(encoding="utf-8").strip(), args.cycles)
         print(summary(result))
         if args.out:
@@ -120,13 +123,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "run":
         from .runner import run
-        from .workload import WorkloadError, parse
 
-        try:
-            workload = parse(load(args.workload))
-        except WorkloadError as exc:
-            print(f"llmrig-bench: {exc}", file=sys.stderr)
-            return 2
         key = args.key_file.read_text(encoding="utf-8").strip()
         results = run(workload, args.url, key, build=args.build)
         args.out.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
