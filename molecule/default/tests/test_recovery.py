@@ -56,8 +56,9 @@ def _alive(host, pid: int) -> bool:
 def test_unit_drains_and_keeps_the_key_off_the_command_line(host):
     props = host.service(UNIT).systemd_properties
     assert props["KillMode"] == "mixed"
-    assert props["TimeoutStopUSec"] == "45s"
+    assert props["TimeoutStopUSec"] == "1min 15s"  # the two drains (30 s each), the stop timeout and 5 s
     assert "LLAMA_ARG_API_KEY_FILE=/etc/llmrig/api-key" in props["Environment"]
+    assert "LLMRIG_ROUTER_DRAIN_S=30" in props["Environment"]
     assert "llmrig-gateway-drain http://127.0.0.1:8080 /etc/llmrig/api-key 30" in props["ExecStop"]
 
 

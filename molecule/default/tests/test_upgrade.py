@@ -22,8 +22,11 @@ from llmrig_testlib import API_KEY, GATEWAY_URL, TEST_HOST, complete, request, r
 BUILDS = "/opt/llmrig/llama.cpp"
 REPO = Path(__file__).resolve().parents[3]
 SDIST = REPO / ".cache/src/llama_cpp_python-0.3.36.tar.gz"
-# the patch group_vars/llmrig_test.yml applies to every test build
-PATCH = REPO / "roles/llmrig_llamacpp/files/patches/router-eviction-race.patch"
+# the patches group_vars/llmrig_test.yml applies to every test build, in its order
+PATCHES = [
+    REPO / "roles/llmrig_llamacpp/files/patches/router-eviction-race.patch",
+    REPO / "roles/llmrig_llamacpp/files/patches/router-graceful-stop.patch",
+]
 # a real rebuild into a new build id: the compile commands are unchanged (ccache hits), only the link differs
 RELINKED = {"llmrig_llamacpp_cmake_flags": ["-DCMAKE_EXE_LINKER_FLAGS=-Wl,-O1"]}
 # links against a program interpreter that does not exist: the kernel cannot start the binary
@@ -125,7 +128,7 @@ def test_upgrade_switch_refusal_rollback_and_refusal_again(host, original, tmp_p
     assert host.file(f"{BUILDS}/{original}/bin/llama-server").exists  # kept for rollback
     manifest = json.loads(host.file(f"{BUILDS}/{upgraded}/BUILD-INFO.json").content_string)
     assert "-DCMAKE_EXE_LINKER_FLAGS=-Wl,-O1" in manifest["cmake_flags"]
-    assert manifest["patches"] == [f"{PATCH.name}:{hashlib.sha256(PATCH.read_bytes()).hexdigest()}"]
+    assert manifest["patches"] == [f"{p.name}:{hashlib.sha256(p.read_bytes()).hexdigest()}" for p in PATCHES]
     assert "TASK [llmrig_llamacpp : Check that the new llama-server starts]" in output
     assert "TASK [llmrig_gateway : Ask every fleet model for one token]" in output
     http, broken = load.report("upgrade under load")
@@ -153,7 +156,7 @@ def test_upgrade_switch_refusal_rollback_and_refusal_again(host, original, tmp_p
         "--- a/tools/server/server-models.cpp\n+++ b/tools/server/server-models.cpp\n"
         "@@ -1,3 +1,3 @@\n line that is not there\n-another one\n+a change\n the end\n"
     )
-    returncode, output = site({"llmrig_llamacpp_patches": [str(PATCH), str(stale)]})
+    returncode, output = site({"llmrig_llamacpp_patches": [*map(str, PATCHES), str(stale)]})
     assert returncode != 0, output[-3000:]
     message = " ".join(output.split())
     assert f"llmrig_llamacpp_patches: {stale} does not apply to archive:" in message, output[-3000:]
