@@ -81,6 +81,7 @@ class Outcome:
     done: bool = False  # a stream that ended with [DONE]
     finish_reason: str | None = None
     at: float = field(default_factory=time.monotonic)  # when it was sent
+    answer: str | None = None  # the body of an HTTP error answer (what the router said)
 
     @property
     def refused(self) -> bool:
@@ -150,7 +151,8 @@ def complete(base: str, key: str | None, model: str, max_tokens: int = 8, timeou
             tokens = answer.get("usage", {}).get("completion_tokens", 0)
             return Outcome(resp.status, time.monotonic() - start, tokens=tokens, done=True, at=start)
     except urllib.error.HTTPError as err:
-        return Outcome(err.code, time.monotonic() - start, at=start)
+        answer = err.read().decode(errors="replace")[:300]
+        return Outcome(err.code, time.monotonic() - start, at=start, answer=answer)
     except Exception as exc:  # noqa: BLE001 - the suite reports whatever broke the request
         return Outcome(0, time.monotonic() - start, error=f"{type(exc).__name__}: {exc}", at=start)
 
@@ -243,9 +245,13 @@ class Host:
         out = self.sh(f"journalctl -u {UNIT} -n 0 --show-cursor --no-pager", check=False)
         return out.strip().rsplit("-- cursor: ", 1)[-1]
 
+    def journal_since(self, cursor: str) -> str:
+        """The router's journal lines after the cursor."""
+        return self.sh(f"journalctl -u {UNIT} --no-pager -o cat --after-cursor '{cursor}'", check=False)
+
     def journal_counts(self, cursor: str) -> dict[str, list[int]]:
         """Per model, from the router's journal after the cursor: [loads, exits with a non-zero status]."""
-        log = self.sh(f"journalctl -u {UNIT} --no-pager -o cat --after-cursor '{cursor}'", check=False)
+        log = self.journal_since(cursor)
         counts: dict[str, list[int]] = {}
         for model in re.findall(r"spawning server instance with name=(\S+) on port", log):
             counts.setdefault(model, [0, 0])[0] += 1
@@ -258,17 +264,20 @@ class Host:
         """The gateway exporter's counts and the journal's cursor now, for monitoring_since()."""
         return self.exporter_counts(), self.cursor()
 
-    def monitoring_since(self, mark: tuple[dict[str, list[int]], str]) -> tuple[dict, dict]:
+    def monitoring_since(
+        self, mark: tuple[dict[str, list[int]], str], journal: dict[str, list[int]] | None = None
+    ) -> tuple[dict, dict]:
         """Per model [loads, abnormal exits] since the mark: (the router's journal, the gateway exporter). A
-        model that left the fleet leaves the exporter too: only the models it still reports are compared."""
+        model that left the fleet leaves the exporter too: only the models it still reports are compared.
+        `journal`: the journal's counts since the mark when the caller has read them already."""
         before, cursor = mark
         after = self.exporter_counts()
         exporter = {
             model: [now - then for now, then in zip(counts, before.get(model, [0, 0]), strict=True)]
             for model, counts in after.items()
         }
-        journal = {model: counts for model, counts in self.journal_counts(cursor).items() if model in after}
-        return {m: journal.get(m, [0, 0]) for m in after}, exporter
+        counted = self.journal_counts(cursor) if journal is None else journal
+        return {m: counted.get(m, [0, 0]) for m in after}, exporter
 
     def exporter_counts(self, port: int = 9410) -> dict[str, list[int]]:
         """Per model, from the gateway exporter: [loads, load failures + crashes]."""
@@ -580,8 +589,9 @@ class Suite:
         mark = self.host.monitoring_mark()
         case = run()
         time.sleep(EXPORTER_CATCH_UP_S)
-        case.loads = sum(loads for loads, _ in self.host.journal_counts(mark[1]).values())
-        case.journal, case.exporter = self.host.monitoring_since(mark)
+        journal = self.host.journal_counts(mark[1])
+        case.loads = sum(loads for loads, _ in journal.values())  # removed models' loads included
+        case.journal, case.exporter = self.host.monitoring_since(mark, journal)
         return case
 
 

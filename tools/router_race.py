@@ -17,32 +17,13 @@ got HTTP 200.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
-from typing import Any
 
-from faults import UNIT, Host
-
-
-def complete(url: str, model: str, key: str, results: dict[str, Any], name: str) -> None:
-    body = json.dumps({"model": model, "prompt": "Hello", "max_tokens": 2}).encode()
-    request = urllib.request.Request(
-        url + "/v1/completions", body, {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
-    )
-    began = time.monotonic()
-    try:
-        with urllib.request.urlopen(request, timeout=180) as response:
-            results[name] = (response.status, "", time.monotonic() - began)
-    except urllib.error.HTTPError as exc:
-        results[name] = (exc.code, exc.read().decode(errors="replace")[:300], time.monotonic() - began)
-    except OSError as exc:
-        results[name] = (0, repr(exc), time.monotonic() - began)
+from faults import Host, Outcome, complete
 
 
 class Gdb:
@@ -126,8 +107,12 @@ def main(argv: list[str] | None = None) -> int:
         key = handle.readline().strip()
 
     host = Host(args.container)
-    results: dict[str, Any] = {}
-    complete(args.url, args.held, key, results, "warm-up")
+    results: dict[str, Outcome] = {}
+
+    def send(model: str, name: str) -> None:
+        results[name] = complete(args.url, key, model, max_tokens=2, timeout=180)
+
+    send(args.held, "warm-up")
     build = host.sh("readlink /opt/llmrig/llama.cpp/current").strip()
     cursor = host.cursor()
     prometheus = host.sh("systemctl is-active prometheus", check=False).strip() == "active"
@@ -146,13 +131,13 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(2)
         gdb.send("continue -a &")
         time.sleep(1)
-        held = threading.Thread(target=complete, args=(args.url, args.held, key, results, "held"))
+        held = threading.Thread(target=send, args=(args.held, "held"))
         held.start()
         hit = gdb.wait_for(r"Thread (\d+) .*hit Temporary breakpoint 1", 60)
         if not hit:
             print("the request never reached proxy_request:\n" + "".join(gdb.output)[-2000:], file=sys.stderr)
             return 2
-        other = threading.Thread(target=complete, args=(args.url, args.other, key, results, "other"))
+        other = threading.Thread(target=send, args=(args.other, "other"))
         other.start()
         time.sleep(args.hold)
         gdb.send(f"thread {hit.group(1)}")
@@ -163,14 +148,16 @@ def main(argv: list[str] | None = None) -> int:
         gdb.close()
         if prometheus:
             host.sh("systemctl start prometheus", check=False)
-    log = host.sh(f"journalctl -u {UNIT} --no-pager -o cat --after-cursor '{cursor}'", check=False)
+    log = host.journal_since(cursor)
     evicted = f"evicting idle LRU name={args.held}" in log or f"removing LRU name={args.held}" in log
-    status, error, seconds = results.get("held", (0, "no answer", 0.0))
+    held_outcome = results.get("held", Outcome(0, 0.0, error="no answer"))
+    other_outcome = results.get("other", Outcome(0, 0.0, error="no answer"))
+    said = held_outcome.answer or held_outcome.error or ""
     print(f"build {build}: the {args.held} request held {args.hold:.0f} s at proxy_request's entry")
     print(f"  {args.held} evicted for {args.other} meanwhile (router journal): {'yes' if evicted else 'NO'}")
-    print(f"  {args.other} request: HTTP {results.get('other', (0,))[0]}")
-    print(f"  held request: HTTP {status} after {seconds:.1f} s {error}".rstrip())
-    return 0 if status == 200 else 1
+    print(f"  {args.other} request: HTTP {other_outcome.status}")
+    print(f"  held request: HTTP {held_outcome.status} after {held_outcome.seconds:.1f} s {said}".rstrip())
+    return 0 if held_outcome.status == 200 else 1
 
 
 if __name__ == "__main__":

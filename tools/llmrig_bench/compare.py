@@ -26,12 +26,15 @@ def value(record: dict[str, Any], path: str) -> float | None:
     return float(node)
 
 
+def kept(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records the statistics use: answered (HTTP 200, no client error) and not warm-up."""
+    return [r for r in records if not r["warmup"] and r["status"] == 200 and r["error"] is None]
+
+
 def samples(records: list[dict[str, Any]], variant: str, level: int, path: str) -> list[float]:
     out = []
-    for record in records:
-        if record["variant"] != variant or record["concurrency"] != level or record["warmup"]:
-            continue
-        if record["status"] != 200 or record["error"] is not None:
+    for record in kept(records):
+        if record["variant"] != variant or record["concurrency"] != level:
             continue
         v = value(record, path)
         if v is not None:

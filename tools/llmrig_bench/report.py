@@ -14,12 +14,8 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # after the backend is chosen
 import numpy as np
 
-from .compare import compare_run, samples, value
+from .compare import compare_run, kept, samples, value
 from .runner import spec_totals
-
-
-def _kept(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [r for r in records if not r["warmup"] and r["status"] == 200 and r["error"] is None]
 
 
 def _levels(records: list[dict[str, Any]]) -> list[int]:
@@ -66,11 +62,11 @@ def plot_decode(results: dict[str, Any], path: Path) -> None:
 
 def plot_ttft(results: dict[str, Any], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    kept = _kept(results["records"])
+    answered = kept(results["records"])
     for variant in results["variants"]:
         points = [
             (r["prompt_tokens"], r["ttft_s"])
-            for r in kept
+            for r in answered
             if r["variant"] == variant and r.get("ttft_s") is not None and r.get("prompt_tokens")
         ]
         if points:
@@ -91,9 +87,9 @@ def plot_acceptance(results: dict[str, Any], path: Path) -> bool:
     """Drafted tokens accepted per variant (speculative decoding); False when no variant drafted."""
     rates = {}
     for variant in results["variants"]:
-        kept = [r for r in _kept(results["records"]) if r["variant"] == variant]
-        drafted = sum(value(r, "timings.draft_n") or 0 for r in kept)
-        accepted = sum(value(r, "timings.draft_n_accepted") or 0 for r in kept)
+        mine = [r for r in kept(results["records"]) if r["variant"] == variant]
+        drafted = sum(value(r, "timings.draft_n") or 0 for r in mine)
+        accepted = sum(value(r, "timings.draft_n_accepted") or 0 for r in mine)
         if drafted:
             rates[variant] = accepted / drafted
     if not rates:

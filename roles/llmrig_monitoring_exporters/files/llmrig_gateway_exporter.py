@@ -133,8 +133,9 @@ class Tracker:
                     state = "unloaded"
                 seen.add(model)
                 instance = tuple(str(arg) for arg in status.get("args") or ())
-                if state in ("loaded", "sleeping") and port_of(instance):
-                    self._ready_port[model] = port_of(instance)
+                port = port_of(instance)
+                if state in ("loaded", "sleeping") and port:
+                    self._ready_port[model] = port
                 if state in RUNNING:
                     if (
                         reconnected
