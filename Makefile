@@ -42,7 +42,8 @@ help:
 	@echo "make demo       build a local Debian 12 container host, deploy llmrig, ask the model something"
 	@echo "make demo-down  remove the demo container"
 	@echo "make test       lint + unit tests + Molecule scenarios (what CI runs)"
-	@echo "make bench      router vs direct llama-server: swap time, decode tok/s, TTFT"
+	@echo "make bench      the benchmark harness on the demo host: router vs direct, fit on/off swaps, threads A/B,"
+	@echo "                n-gram speculation, TTFT vs prompt length; reports with verdicts and plots in reports/"
 	@echo "make soak       10 minutes of requests alternating two models under Prometheus scrapes: extra swaps?"
 	@echo "make faults     kill -9, restart, fleet changes and a thrash under load on the demo host: the fault report"
 	@echo "make race       the router's eviction race, held open with gdb on the demo host (patched: HTTP 200)"
@@ -134,13 +135,14 @@ demo-down:
 	podman rm -f $(DEMO_NAME) >/dev/null 2>&1 || true
 	@echo "removed $(DEMO_NAME)"
 
+# the harness's workloads on the demo host, one report each under reports/llmrig-demo/<date>-<workload>/
+BENCH_WORKLOADS ?= gateway ab-threads ngram depth
 bench: demo
-	@mkdir -p bench-results
-	podman cp tools/bench_gateway.py $(DEMO_NAME):/tmp/bench_gateway.py
-	podman exec $(DEMO_NAME) python3 /tmp/bench_gateway.py --runs $${BENCH_RUNS:-7} \
-	  --api-key-file /etc/llmrig/api-key --json /tmp/bench.json
-	podman cp $(DEMO_NAME):/tmp/bench.json bench-results/bench-$$(date +%Y%m%dT%H%M%S).json
-	@echo "JSON written under bench-results/"
+	for workload in $(BENCH_WORKLOADS); do \
+	  ansible-playbook -i inventory/demo playbooks/bench.yml -e llmrig_bench_workload=files/bench/$$workload.yml \
+	    -e llmrig_bench_label=$$workload || exit 1; \
+	done
+	@for workload in $(BENCH_WORKLOADS); do ls -d reports/$(DEMO_NAME)/*-$$workload | tail -1; done
 
 soak: demo
 	@mkdir -p bench-results

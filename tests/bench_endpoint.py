@@ -1,7 +1,8 @@
 """A small HTTP server answering in llama.cpp's shapes for the harness's unit tests: completions and chat,
 streamed or not, usage, `timings` (with draft counts), /completion's token ids and GET /models. A model named
 `slow...` takes 20 % longer per token; `cut` ends its streams without [DONE]; `flaky` changes a token in
-/completion. The real endpoint is driven in Molecule."""
+/completion. One model is resident at a time, as with the router's --models-max 1: a request to another
+one first waits LOAD_S (a swap). The real endpoint is driven in Molecule."""
 
 from __future__ import annotations
 
@@ -11,8 +12,15 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 GAP_S = 0.01
+LOAD_S = 0.05
+RESIDENT: list[str] = []  # the model loaded now (none at the start)
+# a second server stands for the model processes (GET /models gives its address); (port, model) per request
+PROCESS: dict[str, int] = {}
+MODEL_FILE = ["/nonexistent.gguf"]  # every model's --model; a test may point it at a real file
+HITS: list[tuple[int, str]] = []
 # drafted and accepted tokens served per model, for /metrics (a real model process counts the same way)
 COUNTERS: dict[str, list[float]] = {}
 COUNTERS_LOCK = threading.Lock()
@@ -71,7 +79,13 @@ class Endpoint(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(text)
             return
-        models = [{"id": m, "status": {"value": "loaded", "args": ["--port", "1"]}} for m in ("fast", "slow")]
+        with COUNTERS_LOCK:
+            loaded = list(RESIDENT)
+        args = ["--host", "127.0.0.1", "--port", str(PROCESS.get("port", 1)), "--model", MODEL_FILE[0]]
+        models = [
+            {"id": m, "status": {"value": "loaded" if m in loaded else "unloaded", "args": args}}
+            for m in ("fast", "slow", *(m for m in loaded if m not in ("fast", "slow")))
+        ]
         self._send(200, {"data": models})
 
     def do_POST(self):
@@ -84,13 +98,22 @@ class Endpoint(BaseHTTPRequestHandler):
             return
         model, chat = body["model"], self.path == "/v1/chat/completions"
         with COUNTERS_LOCK:
+            HITS.append((self.server.server_address[1], model))
+            swap = RESIDENT != [model]
+            RESIDENT[:] = [model]
+        if swap:
+            time.sleep(LOAD_S)
+            if Path(MODEL_FILE[0]).is_file():
+                Path(MODEL_FILE[0]).read_bytes()  # a load reads the model file
+        with COUNTERS_LOCK:
             counts = COUNTERS.setdefault(model, [0.0, 0.0])
             counts[0] += timings(model)["draft_n"]
             counts[1] += timings(model)["draft_n_accepted"]
-        usage = {"prompt_tokens": 5, "completion_tokens": len(WORDS)}
+        words = WORDS[: body.get("max_tokens", len(WORDS))]
+        usage = {"prompt_tokens": 5, "completion_tokens": len(words)}
         if not body["stream"]:
-            time.sleep(gap(model) * len(WORDS))
-            choice = {"message": {"content": "".join(WORDS)}} if chat else {"text": "".join(WORDS)}
+            time.sleep(gap(model) * len(words))
+            choice = {"message": {"content": "".join(words)}} if chat else {"text": "".join(words)}
             self._send(
                 200, {"choices": [dict(choice, finish_reason="length")], "usage": usage, "timings": timings(model)}
             )
@@ -98,9 +121,9 @@ class Endpoint(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.end_headers()
-        for i, word in enumerate(WORDS):
+        for i, word in enumerate(words):
             choice = {"delta": {"content": word}} if chat else {"text": word}
-            if i == len(WORDS) - 1:
+            if i == len(words) - 1:
                 choice["finish_reason"] = "length"
             self.wfile.write(f"data: {json.dumps({'choices': [choice]})}\n\n".encode())
             self.wfile.flush()
@@ -117,9 +140,15 @@ class Endpoint(BaseHTTPRequestHandler):
 def endpoint() -> Iterator[str]:
     with COUNTERS_LOCK:
         COUNTERS.clear()  # a new server is a new set of model processes
+        RESIDENT.clear()
+        HITS.clear()
     server = ThreadingHTTPServer(("127.0.0.1", 0), Endpoint)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    process = ThreadingHTTPServer(("127.0.0.1", 0), Endpoint)
+    PROCESS["port"] = process.server_port
+    for each in (server, process):
+        threading.Thread(target=each.serve_forever, daemon=True).start()
     try:
         yield f"http://127.0.0.1:{server.server_port}"
     finally:
         server.shutdown()
+        process.shutdown()

@@ -36,7 +36,7 @@ def test_a_changed_prompt_and_an_unstable_model_are_caught():
         changed = check(url, "k", baseline, prompts=[PROMPTS[0], Prompt("p1", "def fibonacci(n):")])
         flaky = check(url, "k", baseline, model="flaky")
     assert changed.divergence.prompt_id == "p1" and changed.divergence.position == 0
-    assert changed.changed_inputs == ["prompt 'p1' text"]
+    assert changed.changed_inputs == ["prompt 'p1' is not the baseline's 'p1'"]
     assert (flaky.divergence.prompt_id, flaky.divergence.position) == ("p0", 5)
     assert flaky.tokens == 5
 
@@ -61,3 +61,21 @@ def test_the_command_line_records_and_checks(tmp_path, capsys):
         assert "deterministic: 4 prompts, 32 tokens compared" in capsys.readouterr().out
         assert main(["determinism", "check", str(baseline), *common, "--model", "flaky"]) == 1
         assert "NOT deterministic" in capsys.readouterr().out
+        # another prompt set, paired in order with the baseline's: the first prompt differs at once
+        assert main(["determinism", "check", str(baseline), *common, "--prompts", "coding"]) == 1
+        out = capsys.readouterr().out
+        assert "first difference at prompt 'coding-0', token 0" in out
+        assert "3 prompts, the baseline has 4" in out
+        # a sampling change: the stand-in's tokens change from the fourth on, as sampling would
+        assert main(["determinism", "check", str(baseline), *common, "--sampling", '{"temperature": 1}']) == 1
+        assert "prompt 'short-0', token 3" in capsys.readouterr().out
+        assert main(["determinism", "check", str(baseline), *common, "--sampling", "[1]"]) == 2
+        assert "--sampling: a JSON object" in capsys.readouterr().err
+
+
+def test_a_prompt_the_baseline_lacks_fails_the_check():
+    with endpoint() as url:
+        baseline = record(url, "k", "fast", PROMPTS[:1], n_predict=4)
+        outcome = check(url, "k", baseline, prompts=PROMPTS)
+    assert not outcome.ok
+    assert "the baseline has no prompt to compare it with" in outcome.summary()

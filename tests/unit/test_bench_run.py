@@ -4,6 +4,7 @@ endpoint (tests/bench_endpoint.py), whose `slow` model takes 20 % longer per tok
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from bench_endpoint import endpoint
@@ -29,17 +30,58 @@ WORKLOAD = {
 def test_a_run_keeps_every_record_in_interleaved_rounds():
     with endpoint() as url:
         results = run(parse(WORKLOAD), url, "k", build="abc123")
-    records = results["records"]
+    records = [r for r in results["records"] if not r["swap"]]
     prompts = len(PROMPT_SETS["short"])
     assert len(records) == 2 * (1 + 3) * 2 * prompts  # levels x rounds x variants x prompts
-    assert all(r["status"] == 200 and r["error"] is None for r in records)
+    assert all(r["status"] == 200 and r["error"] is None for r in results["records"])
     assert sum(r["warmup"] for r in records) == 2 * 2 * prompts
-    # A and B alternate round by round at each level
+    # the variants interleave, each round starting one later: B A, A B, ... (warm-up round -1 starts with B)
     firsts = [r["variant"] for r in records if r["prompt_id"] == "short-0" and r["concurrency"] == 1]
-    assert firsts == ["A", "B"] * 4
+    assert firsts == ["B", "A", "A", "B"] * 2
     assert results["build"] == "abc123" and results["host"]["cpus"] > 0
-    assert results["router_models"]["fast"]["value"] == "loaded"
-    assert results["variants"]["B"] == {"model": "slow", "sampling": {"temperature": 0, "seed": 1}, "extra": {}}
+    assert results["router_models"]["slow"]["value"] == "loaded"  # the last round was A B
+    assert results["router_models"]["fast"]["value"] == "unloaded"
+
+
+def test_a_round_whose_model_is_not_resident_starts_with_a_timed_swap():
+    with endpoint() as url:
+        results = run(parse(WORKLOAD), url, "k")
+        same = run(parse(dict(WORKLOAD, variants={"A": {"model": "fast"}, "B": {"model": "fast"}})), url, "k")
+    swaps = [r for r in results["records"] if r["swap"]]
+    # one resident model; rounds B A | A B | B A | A B at each level: a swap at every change of model
+    assert [r["variant"] for r in swaps] == ["B", "A", "B", "A", "B", "A", "B", "A", "B"]  # 5 at level 1, 4 at 2
+    assert all(r["completion_tokens"] == 1 and r["prompt_id"] == "swap" for r in swaps)
+    assert all(r["e2e_s"] >= 0.05 for r in swaps)  # the stand-in's load time
+    assert swaps[0]["swap_from"] == [] and swaps[1]["swap_from"] == ["slow"]
+    # the round's own requests find the model loaded: none waited for a load
+    assert max(r["e2e_s"] for r in results["records"] if not r["swap"]) < 0.05 + 4 * 0.012
+    # A/A on one model: only the very first round swaps (the warm-up round, which starts with B)
+    assert [(r["variant"], r["round"]) for r in same["records"] if r["swap"]] == [("B", -1)]
+    assert results["variants"]["B"] == {
+        "model": "slow",
+        "sampling": {"temperature": 0, "seed": 1},
+        "extra": {},
+        "direct": False,
+        "cold": False,
+    }
+
+
+def test_a_direct_variant_goes_to_the_model_process_and_the_other_through_the_router():
+    import bench_endpoint
+
+    workload = dict(
+        WORKLOAD, concurrency=[1], variants={"A": {"model": "fast"}, "B": {"model": "fast", "direct": True}}
+    )
+    with endpoint() as url:
+        results = run(parse(workload), url, "k")
+        router_port = int(url.rsplit(":", 1)[1])
+    process_port = bench_endpoint.PROCESS["port"]
+    assert len(bench_endpoint.HITS) == len(results["records"]) == 4 * 2 * len(PROMPT_SETS["short"]) + 1
+    # the one swap (the first round) goes through the router, which loads the model; then B's rounds go
+    # to the process, A's to the router
+    assert bench_endpoint.HITS.count((process_port, "fast")) == 4 * len(PROMPT_SETS["short"])
+    assert bench_endpoint.HITS.count((router_port, "fast")) == 4 * len(PROMPT_SETS["short"]) + 1
+    assert results["variants"]["B"]["direct"] is True
 
 
 def test_a_slower_variant_is_a_regression_and_the_same_one_is_no_change():
@@ -62,7 +104,7 @@ def test_the_command_line_runs_and_compares(tmp_path, capsys):
     out = tmp_path / "results.json"
     with endpoint() as url:
         assert main(["run", str(workload), "--url", url, "--key-file", str(key), "--out", str(out)]) == 0
-    assert "ab: 32 requests, 0 failed" in capsys.readouterr().out
+    assert "ab: 32 requests and 5 swaps, 0 failed" in capsys.readouterr().out
     verdicts = tmp_path / "verdicts.json"
     assert main(["compare", str(out), "--json", str(verdicts)]) == 0
     assert "decode_tps B v A @1: A 100 (n=12), B 83.33 (n=12), change -16.7%" in capsys.readouterr().out
@@ -86,6 +128,8 @@ def test_a_bad_workload_is_refused_naming_the_field(tmp_path, capsys):
         ({"variants": {"A": {}}}, "field 'variants.A.model' is required"),
         ({"warmup": -1}, "field 'warmup'"),
         ({"colour": "red"}, "unknown fields ['colour']"),
+        ({"variants": {"A": {"model": "m", "url": "x"}}}, "field 'variants.A': unknown fields ['url']"),
+        ({"variants": {"A": {"model": "m", "direct": "yes"}}}, "field 'variants.A.direct': true or false"),
     ],
 )
 def test_workload_errors(change, message):
@@ -108,8 +152,10 @@ def test_the_report_has_the_verdicts_and_real_plots(tmp_path, capsys):
     report = (tmp_path / "report/report.md").read_text()
     assert "| decode_tps B v A @1 | 100 | 83.33 | -16.7% |" in report
     assert "regressed" in report and "build: `abc123`" in report
-    assert "| A | 192 | 96 | 192 | 96 | 50.0% |" in report  # drafts: timings and /metrics agree
-    for name in ("latency-cdf.png", "decode-tps.png", "ttft-vs-prompt.png", "acceptance.png"):
+    # drafts: timings and /metrics agree (32 requests and 4 swaps of A, 6 drafted and 3 accepted each)
+    assert "| A | 216 | 108 | 216 | 108 | 50.0% |" in report
+    assert "| A | 4 | 0.0" in report  # swaps of A
+    for name in ("latency-cdf.png", "decode-tps.png", "ttft-vs-prompt.png", "acceptance.png", "swaps.png"):
         data = (tmp_path / "report" / name).read_bytes()
         assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 10_000, name
         assert f"![{name}]({name})" in report
@@ -124,11 +170,13 @@ def test_draft_counts_from_the_responses_agree_with_the_metrics_counters():
         request(url, "k", "fast", "before the run")
         results = run(parse(dict(WORKLOAD, concurrency=[1])), url, "k")
     totals = spec_totals(results)
-    per_variant = 4 * len(PROMPT_SETS["short"])  # 4 rounds (warm-up included) of each prompt
+    # 4 rounds (warm-up included) of each prompt; rounds B A | A B | B A | A B after a request to A: swaps
+    # before B's first, A's first, B's second (B A), ... : B swaps 3 times, A twice
+    requests = {"A": 4 * len(PROMPT_SETS["short"]) + 2, "B": 4 * len(PROMPT_SETS["short"]) + 3}
     for variant in ("A", "B"):
-        assert totals[variant]["timings_drafted"] == 6 * per_variant
+        assert totals[variant]["timings_drafted"] == 6 * requests[variant]
         assert totals[variant]["metrics_drafted"] == totals[variant]["timings_drafted"]
-        assert totals[variant]["metrics_accepted"] == totals[variant]["timings_accepted"] == 3 * per_variant
+        assert totals[variant]["metrics_accepted"] == totals[variant]["timings_accepted"] == 3 * requests[variant]
         assert totals[variant]["acceptance"] == 0.5
 
 
@@ -171,3 +219,29 @@ def test_check_validates_a_workload_file(tmp_path, capsys):
     bad.write_text("name: b\nvariants: {A: {}}\n")
     assert main(["check", str(bad)]) == 2
     assert "field 'variants.A.model' is required" in capsys.readouterr().err
+
+
+def test_a_cold_variant_drops_its_model_file_from_the_page_cache_before_each_swap(tmp_path, monkeypatch):
+    import bench_endpoint
+
+    model_file = tmp_path / "model.gguf"
+    with model_file.open("wb") as handle:
+        handle.write(b"\1" * (4 << 20))
+        handle.flush()
+        os.fsync(handle.fileno())  # written back: clean pages, which can be dropped
+    model_file.read_bytes()  # in the page cache now
+    monkeypatch.setattr(bench_endpoint, "MODEL_FILE", [str(model_file)])
+    workload = dict(WORKLOAD, concurrency=[1], variants={"A": {"model": "fast"}, "B": {"model": "slow", "cold": True}})
+    with endpoint() as url:
+        results = run(parse(workload), url, "k")
+    swaps = [r for r in results["records"] if r["swap"]]
+    assert {r["variant"] for r in swaps} == {"A", "B"}
+    for record in swaps:
+        if record["variant"] == "A":
+            assert record["evicted"] is None  # a warm variant's file is left alone
+            continue
+        evicted = record["evicted"]
+        assert evicted["file"] == str(model_file) and evicted["error"] is None, evicted
+        # the file is on a disk here (not tmpfs, whose pages cannot be dropped): all of it goes
+        assert (evicted["cached_before"], evicted["cached_after"]) == (4 << 20, 0), evicted
+    assert results["variants"]["B"]["cold"] is True

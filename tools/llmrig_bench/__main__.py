@@ -1,7 +1,8 @@
 """llmrig-bench: `python3 -m llmrig_bench run WORKLOAD --url URL --key-file F --out RESULTS.json`, then
 `python3 -m llmrig_bench compare RESULTS.json` (the statistics need numpy and scipy, on the controller).
-`determinism record --model M --out BASELINE.json` stores greedy token ids of a prompt set;
-`determinism check BASELINE.json` generates them again and names the first difference;
+`determinism record BASELINE.json --model M` stores greedy token ids of a prompt set;
+`determinism check BASELINE.json [--prompts SET] [--sampling JSON]` generates them again and names the first
+difference (with other prompts or sampling, the check shows what such a change does);
 `report RESULTS.json --out DIR` writes report.md, comparisons.json and the plots;
 `stress WORKLOAD --cycles 6` runs sustained load and prints failures and speed drift per cycle."""
 
@@ -34,27 +35,38 @@ def read_workload(path: Path) -> Any:
         return None
 
 
+def prompt_list(text: str) -> list[Any]:
+    """--prompts: a prompt set's name, or a JSON list of prompts; the prompts, validated as a workload's."""
+    from .workload import parse
+
+    spec = json.loads(text) if text.lstrip().startswith("[") else text
+    return parse({"name": "determinism", "prompts": spec, "variants": {"A": {"model": "-"}}}).prompts
+
+
 def determinism(args: argparse.Namespace) -> int:
     from . import determinism as det
-    from .workload import WorkloadError, parse
+    from .workload import WorkloadError
 
     key = args.key_file.read_text(encoding="utf-8").strip()
+    try:
+        prompts = prompt_list(args.prompts or "short") if args.prompts or args.action == "record" else None
+        sampling = json.loads(args.sampling) if args.sampling else None
+        if sampling is not None and not isinstance(sampling, dict):
+            raise ValueError("--sampling: a JSON object")
+    except (WorkloadError, ValueError) as exc:
+        print(f"llmrig-bench: {exc}", file=sys.stderr)
+        return 2
     if args.action == "record":
-        if not args.model:
+        if not args.model or prompts is None:
             print("llmrig-bench: determinism record needs --model", file=sys.stderr)
             return 2
-        try:
-            prompts = parse({"name": "determinism", "prompts": args.prompts, "variants": {"A": {"model": args.model}}})
-        except WorkloadError as exc:
-            print(f"llmrig-bench: {exc}", file=sys.stderr)
-            return 2
-        baseline = det.record(args.url, key, args.model, prompts.prompts, args.n_predict)
+        baseline = det.record(args.url, key, args.model, prompts, args.n_predict, sampling)
         args.baseline.write_text(json.dumps(baseline, indent=1) + "\n", encoding="utf-8")
         tokens = sum(len(p["tokens"]) for p in baseline["prompts"])
         print(f"baseline of {args.model}: {len(baseline['prompts'])} prompts, {tokens} tokens")
         return 0
     baseline = json.loads(args.baseline.read_text(encoding="utf-8"))
-    outcome = det.check(args.url, key, baseline, model=args.model)
+    outcome = det.check(args.url, key, baseline, model=args.model, prompts=prompts, sampling=sampling)
     print(outcome.summary())
     return 0 if outcome.ok else 1
 
@@ -90,7 +102,14 @@ def main(argv: list[str] | None = None) -> int:
     det_p.add_argument("--url", default="http://127.0.0.1:8080")
     det_p.add_argument("--key-file", type=Path, required=True)
     det_p.add_argument("--model", help="record: the model; check: another model than the baseline's")
-    det_p.add_argument("--prompts", default="short", help="record: a prompt set (%(default)s)")
+    det_p.add_argument(
+        "--prompts",
+        help="a prompt set's name or a JSON list of prompts (record: short by default; check: instead of the"
+        " baseline's)",
+    )
+    det_p.add_argument(
+        "--sampling", help="sampling fields besides greedy (record) or changed (check), as JSON: '{\"temperature\": 1}'"
+    )
     det_p.add_argument("--n-predict", type=int, default=32)
     args = parser.parse_args(argv)
 
@@ -127,8 +146,13 @@ def main(argv: list[str] | None = None) -> int:
         key = args.key_file.read_text(encoding="utf-8").strip()
         results = run(workload, args.url, key, build=args.build)
         args.out.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
-        failed = sum(1 for r in results["records"] if r["status"] != 200 or r["error"] is not None)
-        print(f"{workload.name}: {len(results['records'])} requests, {failed} failed, {results['seconds']:.1f} s")
+        records = results["records"]
+        failed = sum(1 for r in records if r["status"] != 200 or r["error"] is not None)
+        swaps = sum(1 for r in records if r["swap"])
+        print(
+            f"{workload.name}: {len(records) - swaps} requests and {swaps} swaps, {failed} failed,"
+            f" {results['seconds']:.1f} s"
+        )
         return 1 if failed else 0
 
     from .compare import compare_run  # needs numpy and scipy: the controller only

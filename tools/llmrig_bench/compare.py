@@ -1,5 +1,6 @@
 """Compare the variants of a run: every other variant against the first (A, the baseline), per concurrency
-level and metric, with the statistics of stats.compare; warm-up requests and failed ones are left out."""
+level and metric, with the statistics of stats.compare; warm-up requests, swap probes and failed requests are
+left out. Swap latencies are compared on their own (`swap_s`) where both variants swapped three times or more."""
 
 from __future__ import annotations
 
@@ -26,9 +27,18 @@ def value(record: dict[str, Any], path: str) -> float | None:
     return float(node)
 
 
+def answered(record: dict[str, Any]) -> bool:
+    return bool(record["status"] == 200 and record["error"] is None)
+
+
 def kept(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The records the statistics use: answered (HTTP 200, no client error) and not warm-up."""
-    return [r for r in records if not r["warmup"] and r["status"] == 200 and r["error"] is None]
+    """The records the statistics use: answered (HTTP 200, no client error), not warm-up, not a swap probe."""
+    return [r for r in records if not r["warmup"] and not r.get("swap") and answered(r)]
+
+
+def swaps(records: list[dict[str, Any]], variant: str) -> list[float]:
+    """Swap latencies of a variant's model (warm-up rounds included: a swap is a swap)."""
+    return [r["e2e_s"] for r in records if r.get("swap") and r["variant"] == variant and answered(r)]
 
 
 def samples(records: list[dict[str, Any]], variant: str, level: int, path: str) -> list[float]:
@@ -56,4 +66,9 @@ def compare_run(results: dict[str, Any], threshold: float = 0.02) -> list[Compar
                     continue  # e.g. client-side figures of a run that was not streamed
                 label = f"{metric} {other} v {names[0]} @{level}"
                 out.append(compare(a, b, metric=label, higher_is_better=higher, threshold=threshold))
+        # swap latency, where both models were swapped in often enough (any level: a load is a load)
+        a, b = swaps(records, names[0]), swaps(records, other)
+        if len(a) >= 3 and len(b) >= 3:
+            label = f"swap_s {other} v {names[0]}"
+            out.append(compare(a, b, metric=label, higher_is_better=False, threshold=threshold))
     return out

@@ -52,6 +52,8 @@ class Divergence:
     got: int | None
 
     def __str__(self) -> str:
+        if self.expected is None and self.got is None:
+            return f"prompt {self.prompt_id!r}: the baseline has no prompt to compare it with"
         return f"prompt {self.prompt_id!r}, token {self.position}: expected {self.expected}, got {self.got}"
 
 
@@ -90,23 +92,27 @@ def check(
     prompts: list[Prompt] | None = None,
     sampling: dict[str, Any] | None = None,
 ) -> Outcome:
-    """Generate again, with the baseline's prompts and settings unless others are given, and compare."""
+    """Generate again, with the baseline's prompts and settings unless others are given, and compare. Other
+    prompts are paired with the baseline's in order; one more than the baseline has cannot be checked, and
+    that alone fails the check."""
     settings = {**baseline["sampling"], **(sampling or {})}
-    stored = {p["id"]: p for p in baseline["prompts"]}
-    current = prompts or [Prompt(p["id"], p["text"]) for p in baseline["prompts"]]
+    stored = baseline["prompts"]
+    current = prompts or [Prompt(p["id"], p["text"]) for p in stored]
     changed = [
         f"{k}: {baseline['sampling'].get(k)!r} -> {v!r}"
         for k, v in settings.items()
         if baseline["sampling"].get(k) != v
     ]
+    if len(current) != len(stored):
+        changed.append(f"{len(current)} prompts, the baseline has {len(stored)}")
     compared = 0
-    for prompt in current:
-        old = stored.get(prompt.id)
-        if old is None:
-            changed.append(f"prompt {prompt.id!r} is not in the baseline")
-            continue
+    for index, prompt in enumerate(current):
+        if index >= len(stored):
+            divergence = Divergence(prompt.id, 0, None, None)
+            return Outcome(prompts=len(current), tokens=compared, divergence=divergence, changed_inputs=changed)
+        old = stored[index]
         if old["text"] != prompt.text:
-            changed.append(f"prompt {prompt.id!r} text")
+            changed.append(f"prompt {prompt.id!r} is not the baseline's {old['id']!r}")
         tokens = generate(base_url, key, model or baseline["model"], prompt.text, baseline["n_predict"], settings)
         position = first_difference(old["tokens"], tokens)
         if position is not None:

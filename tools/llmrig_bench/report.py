@@ -14,7 +14,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # after the backend is chosen
 import numpy as np
 
-from .compare import compare_run, kept, samples, value
+from .compare import answered, compare_run, kept, samples, swaps, value
 from .runner import spec_totals
 
 
@@ -105,6 +105,25 @@ def plot_acceptance(results: dict[str, Any], path: Path) -> bool:
     return True
 
 
+def plot_swaps(results: dict[str, Any], path: Path) -> bool:
+    """Swap latency per variant (the first request to a model that was not resident); False when none."""
+    data = {v: swaps(results["records"], v) for v in results["variants"]}
+    data = {v: times for v, times in data.items() if times}
+    if not data:
+        return False
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.boxplot(list(data.values()), tick_labels=list(data))
+    for i, times in enumerate(data.values(), start=1):
+        ax.plot(np.full(len(times), i) + np.linspace(-0.15, 0.15, len(times)), times, ".", alpha=0.6)
+    ax.set_ylabel("swap latency: first token of a model not resident (s)")
+    ax.set_title(f"{results['workload']}: swap times")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def write(results: dict[str, Any], out_dir: Path, threshold: float = 0.02) -> Path:
     """Write report.md, comparisons.json and the plots into out_dir; return the Markdown's path."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -116,15 +135,18 @@ def write(results: dict[str, Any], out_dir: Path, threshold: float = 0.02) -> Pa
     plot_ttft(results, out_dir / plots[2])
     if plot_acceptance(results, out_dir / "acceptance.png"):
         plots.append("acceptance.png")
+    if plot_swaps(results, out_dir / "swaps.png"):
+        plots.append("swaps.png")
     records = results["records"]
-    failed = sum(1 for r in records if r["status"] != 200 or r["error"] is not None)
+    failed = sum(1 for r in records if not answered(r))
     host = results.get("host", {})
     lines = [
         f"# {results['workload']}",
         "",
         f"- build: `{results.get('build') or 'unknown'}`; host: {host.get('hostname', '?')}, {host.get('cpus', '?')}"
         f" CPUs ({host.get('cpu_model', '?')}), {host.get('mem_total_kib', 0) // 1024} MiB",
-        f"- {len(records)} requests ({sum(r['warmup'] for r in records)} warm-up), {failed} failed,"
+        f"- {len(records)} requests ({sum(r['warmup'] for r in records)} warm-up,"
+        f" {sum(bool(r.get('swap')) for r in records)} swaps), {failed} failed,"
         f" {results['seconds']:.1f} s; api {results['api']}, streamed: {results['stream']},"
         f" max_tokens {results['max_tokens']}",
         "- variants: "
@@ -158,6 +180,13 @@ def write(results: dict[str, Any], out_dir: Path, threshold: float = 0.02) -> Pa
             f"| {name} | {t['timings_drafted']:.0f} | {t['timings_accepted']:.0f} | {t['metrics_drafted']:.0f}"
             f" | {t['metrics_accepted']:.0f} | {t['acceptance']:.1%} |"
             for name, t in spec.items()
+        ]
+    swap_times = {v: swaps(records, v) for v in results["variants"]}
+    if any(swap_times.values()):
+        lines += ["", "## Swaps (first request to a model that was not resident)", ""]
+        lines += ["| variant | swaps | median (s) | min-max (s) |", "| --- | --- | --- | --- |"]
+        lines += [
+            f"| {v} | {len(t)} | {np.median(t):.3f} | {min(t):.3f}-{max(t):.3f} |" for v, t in swap_times.items() if t
         ]
     lines += ["", "## Plots", ""] + [f"![{name}]({name})" for name in plots]
     report = out_dir / "report.md"

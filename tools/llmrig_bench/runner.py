@@ -1,6 +1,9 @@
 """Run a workload against the endpoint: warm-up rounds, then repetitions, at each concurrency level; the
-variants of a round are sent one after the other (A B A B ...), so drift over the run hits all of them.
-Every request's record is kept raw, warm-up ones flagged. Standard library only (it runs on the host)."""
+variants of a round are sent one after the other, each round starting one variant later (A B, B A, ...),
+so drift over the run and the place in the round hit all of them alike.
+Every request's record is kept raw, warm-up ones flagged. When a round's model is not resident, one short
+request goes first and is recorded as a swap (`swap: true`, its end-to-end time is the swap latency), so
+that the round's own requests measure a loaded model. Standard library only (it runs on the host)."""
 
 from __future__ import annotations
 
@@ -88,14 +91,60 @@ def host_facts() -> dict[str, Any]:
     return facts
 
 
+def model_option(base_url: str, key: str, model: str, name: str, default: str = "") -> str:
+    """An option of a model's llama-server command line, as the router lists it in GET /models."""
+    args = [str(a) for a in ((_router_models(base_url, key).get(model) or {}).get("args") or [])]
+    return args[args.index(name) + 1] if name in args[:-1] else default
+
+
+def model_url(base_url: str, key: str, model: str) -> str:
+    """The address of a resident model's own llama-server process, from its command line in GET /models."""
+    port = model_option(base_url, key, model, "--port")
+    if not port:
+        raise RuntimeError(f"{model}: the router lists no port for it (is it loaded?)")
+    return f"http://{model_option(base_url, key, model, '--host', '127.0.0.1')}:{port}"
+
+
+def cached_bytes(path: str) -> int | None:
+    """How much of a file is in the page cache (util-linux's fincore), None where that cannot be read."""
+    try:
+        out = subprocess.run(
+            ["fincore", "--bytes", "--noheadings", "--output", "RES", path],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        )
+        return int(out.stdout.split()[0])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None
+
+
+def evict(path: str) -> dict[str, Any]:
+    """Drop a file's pages from the page cache (POSIX_FADV_DONTNEED; pages that a process maps or locks stay),
+    with what was cached before and after."""
+    before = cached_bytes(path)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+        error = None
+    except OSError as exc:
+        error = f"{type(exc).__name__}: {exc}"
+    return {"file": path, "cached_before": before, "cached_after": cached_bytes(path), "error": error}
+
+
 def send_round(
     workload: Workload, variant: Variant, level: int, base_url: str, key: str, timeout: float
 ) -> list[dict[str, Any]]:
     fields = workload.request_fields(variant)
+    url = model_url(base_url, key, variant.model) if variant.direct else base_url
 
     def one(prompt: Any) -> dict[str, Any]:
         record = request(
-            base_url,
+            url,
             key,
             variant.model,
             prompt.text,
@@ -112,6 +161,29 @@ def send_round(
         return list(pool.map(one, workload.prompts))
 
 
+def resident(base_url: str, key: str, model: str) -> bool:
+    return (_router_models(base_url, key).get(model) or {}).get("value") == "loaded"
+
+
+def swap_probe(workload: Workload, variant: Variant, base_url: str, key: str, timeout: float) -> dict[str, Any]:
+    """The first request to a model that is not resident: one token of the first prompt, timed."""
+    others = [m for m, s in _router_models(base_url, key).items() if (s or {}).get("value") == "loaded"]
+    record = request(
+        base_url,
+        key,
+        variant.model,
+        workload.prompts[0].text,
+        api=workload.api,
+        max_tokens=1,
+        stream=workload.stream,
+        prompt_id="swap",
+        extra=workload.request_fields(variant),
+        timeout=timeout,
+    ).as_dict()
+    record["swap_from"] = others
+    return record
+
+
 def run(workload: Workload, base_url: str, key: str, *, build: str = "", timeout: float = 600) -> dict[str, Any]:
     """All records of the workload, with what is needed to read them later."""
     started = time.time()
@@ -123,9 +195,18 @@ def run(workload: Workload, base_url: str, key: str, *, build: str = "", timeout
     ]
     for level in workload.concurrency:
         for number in range(-workload.warmup, workload.repetitions):
-            for variant in workload.variants:
+            # each round starts one variant later (A B, B A, A B ...): drift and the place after a swap
+            # fall on every variant alike
+            turn = number % len(workload.variants)
+            for variant in workload.variants[turn:] + workload.variants[:turn]:
+                if not resident(base_url, key, variant.model):
+                    dropped = evict(model_option(base_url, key, variant.model, "--model")) if variant.cold else None
+                    probe = swap_probe(workload, variant, base_url, key, timeout)
+                    probe["evicted"] = dropped
+                    probe.update(variant=variant.name, concurrency=level, round=number, warmup=number < 0, swap=True)
+                    records.append(probe)
                 for record in send_round(workload, variant, level, base_url, key, timeout):
-                    record.update(variant=variant.name, concurrency=level, round=number, warmup=number < 0)
+                    record.update(variant=variant.name, concurrency=level, round=number, warmup=number < 0, swap=False)
                     records.append(record)
                 # right after its round the variant's model is resident: its counters cover this round
                 reading = spec_counters(base_url, key, variant.model)
@@ -136,7 +217,10 @@ def run(workload: Workload, base_url: str, key: str, *, build: str = "", timeout
         "api": workload.api,
         "stream": workload.stream,
         "max_tokens": workload.max_tokens,
-        "variants": {v.name: {"model": v.model, "sampling": v.sampling, "extra": v.extra} for v in workload.variants},
+        "variants": {
+            v.name: {"model": v.model, "sampling": v.sampling, "extra": v.extra, "direct": v.direct, "cold": v.cold}
+            for v in workload.variants
+        },
         "started": started,
         "seconds": time.time() - started,
         "build": build,

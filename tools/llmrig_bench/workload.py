@@ -10,11 +10,16 @@
     repetitions: 5              # rounds; each round sends every prompt once per variant
     warmup: 1                   # rounds sent first and not kept
     sampling: {temperature: 0, seed: 1}
-    variants:                   # A is the baseline; with two or more, rounds interleave A B A B
+    variants:                   # A is the baseline; rounds interleave them, rotating: A B, B A, ...
       A: {model: gemma-a}
       B: {model: gemma-a-1t}
 
-A variant may also override sampling (`sampling: {...}`) or add request fields (`extra: {...}`).
+A variant may also override sampling (`sampling: {...}`) or add request fields (`extra: {...}`), and with
+`direct: true` send its requests to the model's own llama-server process (the port and address the router
+gave it), not through the router: the router's overhead, measured side by side. Direct variants need the
+harness on the inference host, where `playbooks/bench.yml` runs it. With `cold: true`, the variant's model
+file is dropped from the page cache before each swap into it, so that swap reads the file from disk: cold
+against warm swaps, or proof that a file kept in the page cache stays there (on the host, too).
 """
 
 from __future__ import annotations
@@ -35,9 +40,11 @@ PROMPT_SETS: dict[str, list[str]] = {
         "# Python: read a CSV file and print the sum of the second column\nimport csv\n",
         "// C: reverse a string in place\nvoid reverse(char *s) {\n",
     ],
+    # (gemma 3's n-gram drafts found nothing to draft in "one two three one two three ..." without commas)
     "repetitive": [
-        "Count: one two three one two three one two three one two three one two three one two",
+        "Repeat: red green blue, red green blue, red green blue, red green blue,",
         "Repeat after me: the cat sat on the mat, the cat sat on the mat, the cat sat on the mat,",
+        "1, 2, 3, 1, 2, 3, 1, 2, 3, 1, 2, 3,",
     ],
 }
 # filler text for long prompts; a word is about 1.3 tokens for these tokenizers, the server's count is kept
@@ -60,6 +67,8 @@ class Variant:
     model: str
     sampling: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    direct: bool = False
+    cold: bool = False
 
 
 @dataclass(frozen=True)
@@ -137,12 +146,20 @@ def parse(data: Any) -> Workload:
     for vname, spec in variants_spec.items():
         if not isinstance(spec, dict) or not isinstance(spec.get("model"), str):
             raise WorkloadError(f"workload {name!r}: field 'variants.{vname}.model' is required")
+        unknown = set(spec) - {"model", "sampling", "extra", "direct", "cold"}
+        if unknown:
+            raise WorkloadError(f"workload {name!r}: field 'variants.{vname}': unknown fields {sorted(unknown)}")
+        for flag in ("direct", "cold"):
+            if not isinstance(spec.get(flag, False), bool):
+                raise WorkloadError(f"workload {name!r}: field 'variants.{vname}.{flag}': true or false")
         variants.append(
             Variant(
                 name=str(vname),
                 model=spec["model"],
                 sampling={**sampling, **(spec.get("sampling") or {})},
                 extra=dict(spec.get("extra") or {}),
+                direct=spec.get("direct", False),
+                cold=spec.get("cold", False),
             )
         )
     warmup = data.get("warmup", 1)

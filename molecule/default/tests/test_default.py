@@ -127,6 +127,7 @@ def test_presets_rendered_from_group_vars_fleet(host):
     assert "alias = gemma-small" in presets
     assert "cache-type-k = q8_0" in presets
     assert "split-mode = layer\ntensor-split = 1,1\nmain-gpu = 0" in presets
+    assert "[gemma-ngram]" in presets and "spec-type = ngram-simple" in presets
 
 
 def test_listening_socket(host):

@@ -20,7 +20,7 @@ from llmrig_testlib import TEST_HOST, complete, model_children, model_states, ru
 
 REPO = Path(__file__).resolve().parents[3]
 PROMETHEUS = os.environ.get("LLMRIG_PROMETHEUS_URL", "http://127.0.0.1:19090")
-FLEET = {"gemma-a", "gemma-b"}
+FLEET = {entry["name"] for entry in yaml.safe_load((REPO / "group_vars/llmrig_test.yml").read_text())["llmrig_fleet"]}
 DASHBOARDS = REPO / "files/grafana-dashboards"
 RULES = REPO / "roles/llmrig_prometheus/files/llmrig.rules.yml"
 SCRAPE_INTERVAL = 5  # group_vars/llmrig_test.yml

@@ -1,0 +1,117 @@
+"""The benchmark harness for real on the test host: `playbooks/bench.yml` runs a workload there and writes the
+report on the controller, the statistics call an A/A "no change" and one thread against two "regressed",
+n-gram speculative decoding shows the same draft counts in the responses and in /metrics, and the
+determinism check passes on an unchanged model and fails, naming the place, when an input changes.
+
+The test fleet has the presets these need (group_vars/llmrig_test.yml): gemma-a, gemma-a-1t (one thread),
+gemma-ngram (spec-type ngram-simple) and gemma-b (q8_0 KV cache, two slots)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from llmrig_bench.runner import spec_totals
+from llmrig_testlib import API_KEY, GATEWAY_URL, REPO, TEST_HOST, run_playbook
+
+GROUPS = ["llm_servers", "llmrig_test"]
+
+
+def bench(workload: str, reports: Path) -> tuple[dict, dict[str, dict], str]:
+    """Run files/bench/<workload>.yml with the playbook; the raw results, the verdicts by metric and the
+    report's Markdown."""
+    extra = {"llmrig_bench_workload": str(REPO / "files/bench" / f"{workload}.yml"), "llmrig_bench_label": "molecule"}
+    returncode, output = run_playbook(
+        TEST_HOST, GROUPS, "bench.yml", dict(extra, llmrig_bench_reports_dir=str(reports))
+    )
+    assert returncode == 0, output[-3000:]
+    (run_dir,) = (reports / TEST_HOST).iterdir()
+    assert run_dir.name.endswith("-molecule")
+    results = json.loads((run_dir / "results.json").read_text())
+    verdicts = {c["metric"]: c for c in json.loads((run_dir / "comparisons.json").read_text())}
+    for name in ("latency-cdf.png", "decode-tps.png", "ttft-vs-prompt.png", "swaps.png"):
+        data = (run_dir / name).read_bytes()
+        assert data.startswith(b"\x89PNG") and len(data) > 10_000, name
+    report = (run_dir / "report.md").read_text()
+    print(report)  # the figures, in the verifier's output
+    return results, verdicts, report
+
+
+def test_a_and_a_no_change_one_thread_regressed(tmp_path):
+    results, verdicts, report = bench("ab-threads", tmp_path)
+    assert all(r["status"] == 200 and r["error"] is None for r in results["records"])
+    assert results["build"], "the llama.cpp build id is recorded"
+    # the run records each model's settings as the router has them
+    assert "threads = 1" in results["router_models"]["gemma-a-1t"]["preset"]
+    # the same preset twice: the decode rate, as the server and as the client measure it, did not change
+    for metric in ("decode_tps", "client_decode_tps"):
+        assert verdicts[f"{metric} A2 v A @1"]["verdict"] == "no change", verdicts[f"{metric} A2 v A @1"]
+        # one thread instead of two decodes slower, and the harness says so
+        assert verdicts[f"{metric} B v A @1"]["verdict"] == "regressed", verdicts[f"{metric} B v A @1"]
+    assert verdicts["e2e_s B v A @1"]["verdict"] == "regressed"
+    # every change of model was timed as a swap, and the report lists them
+    assert sum(bool(r["swap"]) for r in results["records"]) >= 6
+    assert "## Swaps" in report and "| B |" in report
+
+
+def test_ngram_drafts_agree_between_timings_and_metrics_and_get_a_verdict(tmp_path):
+    results, verdicts, report = bench("ngram", tmp_path)
+    totals = spec_totals(results)
+    assert totals["A"]["timings_drafted"] == totals["A"]["metrics_drafted"] == 0
+    ngram = totals["B"]
+    assert ngram["timings_drafted"] > 100, ngram
+    assert ngram["metrics_drafted"] == ngram["timings_drafted"], ngram
+    assert ngram["metrics_accepted"] == ngram["timings_accepted"], ngram
+    assert 0 < ngram["acceptance"] <= 1
+    assert f"| B | {ngram['timings_drafted']:.0f} | {ngram['timings_accepted']:.0f} |" in report
+    # drafts that are mostly accepted on text that repeats itself: decoding gets faster
+    assert verdicts["decode_tps B v A @1"]["verdict"] == "improved", verdicts["decode_tps B v A @1"]
+
+
+def determinism(*args: str, key_file: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "llmrig_bench", "determinism", *args, "--url", GATEWAY_URL, "--key-file", str(key_file)],
+        capture_output=True,
+        text=True,
+        cwd=REPO / "tools",
+        timeout=600,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory) -> tuple[Path, Path]:
+    work = tmp_path_factory.mktemp("determinism")
+    key = work / "key"
+    key.write_text(API_KEY + "\n")
+    path = work / "baseline.json"
+    done = determinism("record", str(path), "--model", "gemma-a", key_file=key)
+    assert done.returncode == 0, done.stderr
+    assert "baseline of gemma-a: 4 prompts, 128 tokens" in done.stdout
+    return path, key
+
+
+def test_determinism_passes_on_the_unchanged_model(baseline):
+    path, key = baseline
+    done = determinism("check", str(path), key_file=key)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.startswith("deterministic: 4 prompts, 128 tokens compared")
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        (["--sampling", '{"temperature": 1.0}'], "(inputs differ from the baseline: temperature: 0.0 -> 1.0)"),
+        (["--prompts", "coding"], "first difference at prompt 'coding-0', token 0"),
+        # the same file and greedy sampling, but another preset (a q8_0 KV cache): a server-side change
+        (["--model", "gemma-b"], "first difference at prompt 'short-0', token "),
+    ],
+)
+def test_determinism_fails_naming_the_place_when_an_input_changes(baseline, change, named):
+    path, key = baseline
+    done = determinism("check", str(path), *change, key_file=key)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stdout.startswith("NOT deterministic") and named in done.stdout, done.stdout
