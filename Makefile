@@ -32,8 +32,9 @@ export LLMRIG_TEST_CGROUP_VOLUME := /sys/fs/cgroup/unified:/sys/fs/cgroup/unifie
 else
 export LLMRIG_TEST_CGROUP_VOLUME := /dev/null:/run/llmrig-no-unified-cgroup:ro
 endif
+# IPC_LOCK: the page-cache unit locks model files in RAM (vmtouch), as it can on a real host
 PODMAN_RUN_OPTS := --runtime=runc --ulimit nofile=20000:20000 --ulimit nproc=32768:32768 --systemd=always \
-  -v $(LLMRIG_TEST_CGROUP_VOLUME)
+  --cap-add=IPC_LOCK -v $(LLMRIG_TEST_CGROUP_VOLUME)
 
 .PHONY: help setup system-packages image lint unit molecule test demo demo-down bench soak faults race clean
 
@@ -136,7 +137,7 @@ demo-down:
 	@echo "removed $(DEMO_NAME)"
 
 # the harness's workloads on the demo host, one report each under reports/llmrig-demo/<date>-<workload>/
-BENCH_WORKLOADS ?= gateway ab-threads ngram depth
+BENCH_WORKLOADS ?= gateway ab-threads ngram depth pagecache
 bench: demo
 	for workload in $(BENCH_WORKLOADS); do \
 	  ansible-playbook -i inventory/demo playbooks/bench.yml -e llmrig_bench_workload=files/bench/$$workload.yml \
@@ -146,9 +147,11 @@ bench: demo
 
 soak: demo
 	@mkdir -p bench-results
-	podman cp tools/bench_gateway.py $(DEMO_NAME):/tmp/bench_gateway.py
-	podman cp tools/scrape_soak.py $(DEMO_NAME):/tmp/scrape_soak.py
-	podman exec $(DEMO_NAME) python3 /tmp/scrape_soak.py --seconds $${SOAK_SECONDS:-600} --json /tmp/soak.json
+	podman exec $(DEMO_NAME) rm -rf /tmp/llmrig-soak
+	podman exec $(DEMO_NAME) mkdir -p /tmp/llmrig-soak
+	podman cp tools/llmrig_bench $(DEMO_NAME):/tmp/llmrig-soak/llmrig_bench
+	podman cp tools/scrape_soak.py $(DEMO_NAME):/tmp/llmrig-soak/scrape_soak.py
+	podman exec $(DEMO_NAME) python3 /tmp/llmrig-soak/scrape_soak.py --seconds $${SOAK_SECONDS:-600} --json /tmp/soak.json
 	podman cp $(DEMO_NAME):/tmp/soak.json bench-results/soak-$$(date +%Y%m%dT%H%M%S).json
 
 # Runs here, not in the container: it kills and restarts the service there and re-runs site.yml (the upgrade

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Do Prometheus scrapes make models swap? Alternate requests between two models for a while, with
 Prometheus scraping every fleet model, then compare the loads the router really did (its journal) with
-the loads the requests alone require. Runs on the inference host (stdlib only, with bench_gateway.py
-beside it for the HTTP client), e.g. `make soak`.
+the loads the requests alone require. Runs on the inference host (stdlib only, with the harness's package
+llmrig_bench beside it for the HTTP client), e.g. `make soak`.
 
 Each switch from one model to the other must load the other model (one resident at a time), so
 expected loads = number of switches (+1 if the first model was not resident). Any load beyond that was
@@ -19,11 +19,17 @@ import time
 import urllib.parse
 from typing import Any
 
-from bench_gateway import Client
+from llmrig_bench.client import call as http_call
+
+
+class Client:
+    def __init__(self, base: str, key: str | None) -> None:
+        self.base = base.rstrip("/")
+        self.key = key
 
 
 def call(client: Client, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-    status, reply = client.call(method, path, body)
+    status, reply = http_call(client.base, client.key, method, path, body)
     if status != 200:
         raise RuntimeError(f"{method} {client.base}{path}: HTTP {status}: {reply}")
     return reply

@@ -9,25 +9,34 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
-from bench_gateway import Client, wait_healthy  # the HTTP client of the gateway benchmark
+from llmrig_bench.client import call, wait_healthy  # the benchmark harness's HTTP client
+
+
+@dataclass(frozen=True)
+class Client:
+    url: str
+    key: str
+
+    def completion(self, model: str, **fields: Any) -> dict[str, Any]:
+        status, reply = call(self.url, self.key, "POST", "/v1/completions", {"model": model, **fields})
+        if status != 200:
+            raise RuntimeError(f"{model}: HTTP {status}: {reply}")
+        return dict(reply)
 
 
 def first_token_seconds(client: Client, model: str) -> float:
     start = time.perf_counter()
-    client.first_token(model)
+    client.completion(model, prompt="Hi", max_tokens=1)
     return time.perf_counter() - start
 
 
 def decode_tps(client: Client, model: str, tokens: int) -> float:
-    body = {"model": model, "prompt": "Once upon a time", "max_tokens": tokens}
-    body |= {"ignore_eos": True, "cache_prompt": False}
-    status, reply = client.call("POST", "/v1/completions", body)
-    if status != 200:
-        raise RuntimeError(f"{model}: HTTP {status}: {reply}")
+    reply = client.completion(model, prompt="Once upon a time", max_tokens=tokens, ignore_eos=True, cache_prompt=False)
     return float(reply["timings"]["predicted_per_second"])
 
 
@@ -63,7 +72,7 @@ def main() -> int:
     a, b = opts.models
 
     client = Client(opts.url, opts.key)
-    wait_healthy(client)
+    wait_healthy(opts.url)
     result: dict[str, Any] = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     result["idle_gpu_memory_mib"] = gpu_memory_used_mib()
     result["cold_load_first_token_s"] = {a: first_token_seconds(client, a)}
@@ -76,7 +85,7 @@ def main() -> int:
         result["gpu_memory_mib_loaded"][b] = gpu_memory_used_mib()
         swaps[f"{b}->{a}"].append(first_token_seconds(client, a))
     result["cold_swap_s"] = {name: {"median": statistics.median(v), "runs": v} for name, v in swaps.items()}
-    status, models = client.call("GET", "/models")
+    status, models = call(opts.url, opts.key, "GET", "/models")
     result["model_status"] = {m["id"]: m["status"]["value"] for m in models["data"]} if status == 200 else models
     tuning = subprocess.run(
         [sys.executable, str(opts.tuning_cli), "status", "--config", str(opts.tuning_config)],

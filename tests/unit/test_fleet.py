@@ -136,6 +136,7 @@ def test_source_size_is_optional_and_reaches_the_files():
             "sha256": SHA,
             "file": "a.gguf",
             "used_by": ["fleet entry 'model-a' (#1): field 'source'"],
+            "keep_cached": False,
         }
     ]
     fails(
@@ -368,3 +369,17 @@ def test_global_options_are_checked_like_extra_args(options, message):
         check_global_options(options)
     assert str(info.value) == f"llmrig_gateway_global_options: {message}" or message in str(info.value)
     assert str(info.value).startswith("llmrig_gateway_global_options: option ")
+
+
+def test_keep_cached_marks_every_file_of_the_entry_and_is_a_boolean():
+    projector = {"url": "https://x/p.gguf", "sha256": "b" * 64}
+    kept = entry(name="kept", keep_cached=True, mmproj=projector)
+    other = entry(name="other", source={"url": "https://x/b.gguf", "sha256": "c" * 64})
+    files = {f["file"]: f["keep_cached"] for f in fleet_files(validate_fleet([kept, other]))}
+    assert files == {"model-a.Q4_K_M.gguf": True, "p.gguf": True, "b.gguf": False}
+    # a file that two entries share is kept when either keeps it
+    shared = entry(name="shared")
+    assert [f["keep_cached"] for f in fleet_files(validate_fleet([shared, entry(name="k", keep_cached=True)]))] == [
+        True
+    ]
+    fails([entry(keep_cached="yes")], "'model-a' (#1)", "keep_cached", "true or false")

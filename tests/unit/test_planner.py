@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import json
+import math
 import re
 import sys
 import threading
@@ -287,3 +288,45 @@ def test_context_max_counts_the_vision_projector(model, tmp_path):
     without, with_projector = plain["plan"]["models"][0], vision["plan"]["models"][0]
     assert (without["context"], with_projector["context"]) == (5120, 1024)
     assert with_projector["fits"] and with_projector["devices"][0]["total_mib"] <= 630
+
+
+def test_files_kept_in_the_page_cache_are_checked_against_the_host_ram(model, tmp_path):
+    weights_mib = -(-gguf.read_gguf(str(model)).weight_bytes // MIB)
+    fleet = [entry("kept", model, keep_cached=True), entry("other", model)]
+    gpus = [{"name": "GPU A", "memory_mib": 4096}]
+    ok = run_module(tmp_path, fleet=fleet, gpus=gpus, host_ram_mib=8192)
+    assert not ok.get("failed"), ok
+    assert ok["page_cache"] == {"files": {"tiny.gguf": weights_mib}, "kept_mib": weights_mib, "available_mib": 4096}
+    # not enough RAM left after the reserve: the entry and the field, with the figures
+    short = run_module(tmp_path, fleet=fleet, gpus=gpus, host_ram_mib=4096 + weights_mib - 1)
+    assert short["failed"]
+    assert short["msg"] == (
+        f"fleet entry 'kept' (#1): field 'keep_cached': the files kept in the page cache need {weights_mib} MiB"
+        f" (tiny.gguf {weights_mib} MiB); the host's {4096 + weights_mib - 1} MiB of RAM, less the 4096 MiB"
+        f" reserve, leave {weights_mib - 1} MiB"
+    )
+    # an unplanned fleet is checked too, and the RAM size must be known
+    unknown = run_module(tmp_path, fleet=fleet)
+    assert unknown["failed"] and "field 'keep_cached': the host's RAM size is unknown" in unknown["msg"]
+    assert not run_module(tmp_path, fleet=fleet, host_ram_mib=8192).get("failed")
+    # nothing kept: nothing to check, no RAM size needed
+    assert run_module(tmp_path, fleet=[entry("other", model)])["page_cache"] == {"files": {}, "kept_mib": 0}
+
+
+def test_on_a_cpu_build_the_resident_models_ram_comes_off_the_page_cache_budget(model, tmp_path):
+    """On a CPU build the models themselves live in RAM: models_max times the largest comes off too."""
+    fleet = [entry("kept", model, keep_cached=True), entry("other", model, context=8192)]
+    ram = [{"name": "host RAM", "memory_mib": 65536, "overhead_mib": 0, "host_memory": True}]
+    result = run_module(tmp_path, fleet=fleet, gpus=ram, host_ram_mib=65536)
+    assert not result.get("failed"), result
+    largest = max(sum(d["total_mib"] for d in m["devices"]) for m in result["plan"]["models"])
+    resident = result["plan"]["models_max"] * math.ceil(largest)
+    assert result["plan"]["models_max"] >= 2 and resident > 0
+    assert result["page_cache"]["available_mib"] == 65536 - 4096 - resident
+    # RAM that holds the kept file beside the reserve, but not beside the resident models too
+    kept = result["page_cache"]["kept_mib"]
+    short = run_module(tmp_path, fleet=fleet, gpus=ram, host_ram_mib=4096 + kept + resident - 1)
+    assert short["failed"]
+    assert (
+        f"less the 4096 MiB reserve, less {resident} MiB for the resident models, leave {kept - 1} MiB" in short["msg"]
+    )

@@ -167,3 +167,33 @@ def request(
         record.error = f"{type(exc).__name__}: {exc}"
     record.e2e_s = time.perf_counter() - began
     return record
+
+
+def call(
+    base_url: str, key: str | None, method: str, path: str, body: Any = None, timeout: float = 300
+) -> tuple[int, Any]:
+    """One JSON request: (HTTP status, parsed body); (status, text) for an HTTP error, (0, None) when nothing
+    answered."""
+    http = urllib.request.Request(
+        base_url.rstrip("/") + path, data=None if body is None else json.dumps(body).encode(), method=method
+    )
+    http.add_header("Content-Type", "application/json")
+    if key:
+        http.add_header("Authorization", f"Bearer {key}")
+    try:
+        with urllib.request.urlopen(http, timeout=timeout) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode("utf-8", "replace")
+    except (OSError, ValueError):
+        return 0, None
+
+
+def wait_healthy(base_url: str, timeout: float = 120) -> None:
+    """Wait until GET /health answers 200."""
+    deadline = time.perf_counter() + timeout
+    while time.perf_counter() < deadline:
+        if call(base_url, None, "GET", "/health", timeout=2)[0] == 200:
+            return
+        time.sleep(0.01)
+    raise RuntimeError(f"{base_url} did not become healthy in {timeout} s")

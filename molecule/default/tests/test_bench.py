@@ -115,3 +115,25 @@ def test_determinism_fails_naming_the_place_when_an_input_changes(baseline, chan
     done = determinism("check", str(path), *change, key_file=key)
     assert done.returncode == 1, done.stdout + done.stderr
     assert done.stdout.startswith("NOT deterministic") and named in done.stdout, done.stdout
+
+
+def test_a_kept_file_stays_in_the_page_cache_and_a_cold_one_is_read_from_disk(host, tmp_path):
+    unit = host.service("llmrig-page-cache")
+    assert unit.is_running and unit.is_enabled
+    kept = host.run("fincore --bytes --noheadings --output RES,SIZE /var/lib/llmrig/models/gemma-kept.gguf")
+    resident, size = (int(v) for v in kept.stdout.split())
+    assert resident >= size  # every page of the kept file is in RAM (fincore counts whole pages)
+    results, verdicts, report = bench("pagecache", tmp_path)
+    swaps = {name: [r for r in results["records"] if r["swap"] and r["variant"] == name] for name in "ABC"}
+    assert all(len(s) >= 8 for s in swaps.values()), {k: len(v) for k, v in swaps.items()}
+    for record in swaps["B"]:
+        # dropped before each swap: almost nothing of gemma-disk's file stayed cached
+        assert record["evicted"]["error"] is None and record["evicted"]["cached_after"] < size // 10, record["evicted"]
+    for record in swaps["C"]:
+        # the same drop leaves the locked file whole
+        assert record["evicted"]["cached_after"] >= size, record["evicted"]
+    assert all(r["evicted"] is None for r in swaps["A"])
+    # the swap times are compared in the report; their verdicts are printed, not asserted: how much a read
+    # from disk costs depends on the disk (and on what caches it below this machine)
+    assert "| swap_s B v A |" in report and "| swap_s C v A |" in report
+    print({name: verdicts[f"swap_s {name} v A"]["verdict"] for name in "BC"})

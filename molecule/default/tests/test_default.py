@@ -99,7 +99,7 @@ def test_system_directories_unchanged(host):
 
 def test_no_partial_files_in_models_dir(host):
     listing = host.run("ls -A /var/lib/llmrig/models").stdout.split()
-    assert listing == ["gemma-3-270m-q4_k_m.gguf"]
+    assert sorted(listing) == sorted(["gemma-3-270m-q4_k_m.gguf", "gemma-disk.gguf", "gemma-kept.gguf"])
     assert host.run("ls -A /var/lib/llmrig/staging").stdout.split() == []
 
 
@@ -255,6 +255,26 @@ def test_fleet_that_does_not_fit_stops_in_preflight_and_says_what_would(host):
     assert complete("gemma-a", max_tokens=4)["usage"]["completion_tokens"] > 0
 
 
+def test_files_kept_in_the_page_cache_that_the_ram_cannot_hold_stop_in_preflight(host):
+    """gemma-kept keeps its file in the page cache; with a RAM reserve larger than the host's RAM the planner
+    refuses the fleet, naming the entry and the field, before anything changes."""
+    unit_before = host.file("/etc/systemd/system/llmrig-page-cache.service").sha256sum
+    pid_before = host.service("llmrig-gateway").systemd_properties["MainPID"]
+    returncode, output = run_playbook(
+        TEST_HOST, ["llm_servers", "llmrig_test"], "site.yml", {"llmrig_planner_ram_reserve_mib": 1 << 30}
+    )
+    assert returncode != 0, output
+    message = re.search(r"fleet entry 'gemma-kept' \(#\d+\): field 'keep_cached': .*", output)
+    assert message, output[-3000:]
+    assert "the files kept in the page cache need 236 MiB (gemma-kept.gguf 236 MiB)" in message.group(0)
+    assert "less the 1073741824 MiB reserve" in message.group(0)
+    assert "Deploy llama.cpp, the model files and the gateway" not in output
+    assert host.file("/etc/systemd/system/llmrig-page-cache.service").sha256sum == unit_before
+    assert host.service("llmrig-page-cache").is_running
+    assert host.service("llmrig-gateway").systemd_properties["MainPID"] == pid_before
+    assert complete("gemma-a", max_tokens=4)["usage"]["completion_tokens"] > 0
+
+
 def test_planned_fleet_renders_fit_off(host):
     # the test host's fleet is planned against its RAM (CPU build), so load-time fitting is off
     presets = host.file("/etc/llmrig/presets.ini").content_string
@@ -317,7 +337,9 @@ def test_one_converge_prunes_keeps_a_running_build_and_plans_once(host):
         assert f"/var/lib/llmrig/staging/{'e' * 64}.part(4.77MB)" in report, output
         staging = output.split("TASK [llmrig_models : Stage controller-side model files on the host]")[1]
         assert "changed:" not in staging.split("TASK [")[0], staging
-        assert sorted(host.run("ls -A /var/lib/llmrig/models").stdout.split()) == [MODEL_FILE]
+        assert sorted(host.run("ls -A /var/lib/llmrig/models").stdout.split()) == sorted(
+            [MODEL_FILE, "gemma-disk.gguf", "gemma-kept.gguf"]
+        )
         assert host.run("ls -A /var/lib/llmrig/staging").stdout.split() == []
         assert host.file(f"/var/lib/llmrig/verified/{MODEL_FILE}.json").exists
         assert not host.file(f"{builds}/oldidle").exists
@@ -330,11 +352,12 @@ def test_one_converge_prunes_keeps_a_running_build_and_plans_once(host):
 
 
 @pytest.fixture
-def restore_fleet():
+def restore_fleet(host):
     """Put the group_vars fleet back after a test that deployed another one, so no test depends on order."""
     yield
     returncode, output = _playbook_with_fleet(None)
     assert returncode == 0, output[-3000:]
+    assert host.service("llmrig-page-cache").is_running  # gemma-kept's file is held again
 
 
 def _task_runs(output: str, task: str) -> int:
@@ -365,8 +388,12 @@ def test_fleet_change_reloads_presets_without_rebuild_or_restart(host, restore_f
     vision_projector.write_gemma3_projector(projector, vision_projector.text_width(REPO / ".cache/models" / MODEL_FILE))
     mmproj = {"path": str(projector), "sha256": hashlib.sha256(projector.read_bytes()).hexdigest()}
     # the group_vars fleet as it is (a model whose preset changes is reloaded, which cuts its requests in
-    # flight) plus a new model with files of its own
-    fleet = [*GROUP_VARS_FLEET, _gemma_entry("gemma-c", file="gemma-c.gguf", context=1024, mmproj=mmproj)]
+    # flight) but for gemma-kept, the one entry that keeps its file in the page cache, plus a new model with
+    # files of its own
+    kept = [entry for entry in GROUP_VARS_FLEET if entry.get("keep_cached")]
+    assert [entry["name"] for entry in kept] == ["gemma-kept"]
+    fleet = [entry for entry in GROUP_VARS_FLEET if entry not in kept]
+    fleet.append(_gemma_entry("gemma-c", file="gemma-c.gguf", context=1024, mmproj=mmproj))
     complete("gemma-a", max_tokens=1)
     stop, statuses = threading.Event(), []
 
@@ -394,6 +421,9 @@ def test_fleet_change_reloads_presets_without_rebuild_or_restart(host, restore_f
     assert host.file("/opt/llmrig/llama.cpp/current").linked_to == build_before
     assert host.file(f"{build_before}/BUILD-INFO.json").mtime == built_at
     assert "gemma-c" in model_states()
+    # no entry keeps a file in the page cache any more: the unit that held gemma-kept's is gone
+    assert not host.file("/etc/systemd/system/llmrig-page-cache.service").exists
+    assert host.run("systemctl is-active llmrig-page-cache").stdout.strip() in ("inactive", "unknown")
     body = complete("gemma-c", max_tokens=4)
     assert body["usage"]["completion_tokens"] > 0
     args = {item["id"]: item["status"]["args"] for item in request("GET", "/models")[1]["data"]}

@@ -51,6 +51,7 @@ ENTRY_FIELDS = (
     "mmproj",
     "sampling",
     "load_on_startup",
+    "keep_cached",
     "extra_args",
 )
 SOURCE_FIELDS = ("url", "path", "sha256", "file", "size")
@@ -398,10 +399,11 @@ def validate_entry(index: int, entry: Any) -> dict:
         out["mmproj"] = checker.source(entry["mmproj"], "mmproj")
     if "sampling" in entry:
         out["sampling"] = _check_sampling(checker, entry["sampling"])
-    if "load_on_startup" in entry:
-        if not isinstance(entry["load_on_startup"], bool):
-            raise checker.fail("load_on_startup", f"must be true or false, got {entry['load_on_startup']!r}")
-        out["load_on_startup"] = entry["load_on_startup"]
+    for key in ("load_on_startup", "keep_cached"):
+        if key in entry:
+            if not isinstance(entry[key], bool):
+                raise checker.fail(key, f"must be true or false, got {entry[key]!r}")
+            out[key] = entry[key]
     if "extra_args" in entry:
         out["extra_args"] = _check_extra_args(checker, entry["extra_args"])
     return out
@@ -440,13 +442,15 @@ def validate_fleet(fleet: Any) -> list[dict]:
 
 
 def fleet_files(entries: list[dict]) -> list[dict]:
-    """Unique files the fleet needs on the host: file, sha256, url or path, and used_by: the entries and
-    fields that name it, as the fleet's messages do (for the messages of the file's download)."""
+    """Unique files the fleet needs on the host: file, sha256, url or path, used_by (the entries and fields
+    that name it, as the fleet's messages do, for the messages of the file's download) and keep_cached (an
+    entry that uses it keeps its files in the page cache)."""
     seen: dict[str, dict] = {}
     for index, entry in enumerate(entries):
         for field, source in _entry_sources(entry):
-            item = seen.setdefault(source["file"], {**source, "used_by": []})
+            item = seen.setdefault(source["file"], {**source, "used_by": [], "keep_cached": False})
             item["used_by"].append(f"fleet entry {entry_label(index, entry['name'])}: field '{field}'")
+            item["keep_cached"] = item["keep_cached"] or bool(entry.get("keep_cached"))
     return list(seen.values())
 
 

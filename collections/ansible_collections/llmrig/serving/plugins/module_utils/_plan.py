@@ -342,6 +342,54 @@ def plan_fleet(
     return FleetPlan(gpus, margin_mib, models, models_max, pairs)
 
 
+def page_cache_budget(
+    entries: list[dict[str, Any]],
+    metas: dict[str, ModelMeta],
+    host_ram_mib: int,
+    reserve_mib: int,
+    plan: FleetPlan | None,
+) -> dict[str, Any]:
+    """The files the fleet keeps in the page cache (keep_cached) against the host's RAM. What they may use is
+    the RAM less the reserve and, on a CPU build, less what the resident models themselves need (models_max
+    times the largest). Raise PlanError on the first keeping entry when they need more; otherwise return the
+    figures for the plan's output."""
+    kept: dict[str, int] = {}
+    first = ""
+    for index, entry in enumerate(entries):
+        if not entry.get("keep_cached"):
+            continue
+        first = first or entry_label(index, entry["name"])
+        files = [entry["source"]["file"]] + [entry[k]["file"] for k in ("mmproj",) if k in entry]
+        files += [entry["speculative"]["model"]["file"]] if "model" in entry.get("speculative", {}) else []
+        for name in files:
+            kept[name] = -(-metas[name].weight_bytes // MIB)  # whole MiB, rounded up
+    if not kept:
+        return {"files": {}, "kept_mib": 0}
+    if host_ram_mib <= 0:
+        raise PlanError(
+            first,
+            "keep_cached",
+            "the host's RAM size is unknown, so the kept files cannot be checked against it"
+            " (llmrig_planner_host_ram_mib gives it where the host is not asked)",
+        )
+    models_mib = 0
+    if plan is not None and len(plan.gpus) == 1 and plan.gpus[0].host_memory:
+        largest = max(sum(device.use.total for device in model.devices) for model in plan.models)
+        models_mib = plan.models_max * -(-largest // MIB)
+    available = host_ram_mib - reserve_mib - models_mib
+    need = sum(kept.values())
+    if need > available:
+        listing = ", ".join(f"{name} {size} MiB" for name, size in kept.items())
+        models = f", less {models_mib} MiB for the resident models" if models_mib else ""
+        raise PlanError(
+            first,
+            "keep_cached",
+            f"the files kept in the page cache need {need} MiB ({listing}); the host's {host_ram_mib} MiB of RAM,"
+            f" less the {reserve_mib} MiB reserve{models}, leave {available} MiB",
+        )
+    return {"files": kept, "kept_mib": need, "available_mib": available}
+
+
 def table(plan: dict[str, Any]) -> str:
     """The plan (FleetPlan.to_dict) as a text table: one line per model and GPU."""
     head = f"{'model':<24} {'gpu':<4} {'weights':>9} {'kv':>9} {'state':>7} {'compute':>8} {'overhead':>8} "

@@ -49,6 +49,16 @@ options:
     description: Fixed memory of each model process on each GPU it uses (CUDA context, cuBLAS).
     type: int
     default: 600
+  host_ram_mib:
+    description:
+      - The host's RAM in MiB, against which the files of C(keep_cached) entries are checked; 0 when unknown
+        (then an entry that keeps its files fails).
+    type: int
+    default: 0
+  ram_reserve_mib:
+    description: RAM the files kept in the page cache must leave to the system and the services.
+    type: int
+    default: 4096
   cache_dir:
     description: Controller directory where parsed GGUF metadata is kept by sha256; empty for none.
     type: path
@@ -104,6 +114,12 @@ models_max:
   description: How many models fit on the GPUs together whichever they are (a safe C(--models-max)); 1 unplanned.
   returned: success
   type: int
+page_cache:
+  description:
+    - The files of C(keep_cached) entries, C(files) (name to MiB) and C(kept_mib), with C(available_mib) (what
+      the host's RAM leaves them) when there are any.
+  returned: success
+  type: dict
 plan:
   description: Per model and GPU, the planned MiB of each component, the total and what is left free; null unplanned.
   returned: success
@@ -126,7 +142,13 @@ from ansible_collections.llmrig.serving.plugins.module_utils._fleet import (
     validate_fleet,
 )
 from ansible_collections.llmrig.serving.plugins.module_utils._gguf import load_metas
-from ansible_collections.llmrig.serving.plugins.module_utils._plan import Gpu, PlanError, plan_fleet, table
+from ansible_collections.llmrig.serving.plugins.module_utils._plan import (
+    Gpu,
+    PlanError,
+    page_cache_budget,
+    plan_fleet,
+    table,
+)
 
 UNPLANNED = "no GPUs known and no host-memory planning: the fleet is not planned (llama.cpp --fit stays on)"
 
@@ -139,6 +161,8 @@ def main() -> None:
             "gpus": {"type": "list", "elements": "dict", "default": []},
             "margin_mib": {"type": "int", "default": 512},
             "overhead_mib": {"type": "int", "default": 600},
+            "host_ram_mib": {"type": "int", "default": 0},
+            "ram_reserve_mib": {"type": "int", "default": 4096},
             "cache_dir": {"type": "path"},
             "json_path": {"type": "path"},
         },
@@ -154,7 +178,8 @@ def main() -> None:
     except FleetError as exc:
         module.fail_json(msg=str(exc), entry=exc.entry, field=exc.field)
     plan = None
-    if gpus:
+    page_cache: dict = {"files": {}, "kept_mib": 0}
+    if gpus or any(entry.get("keep_cached") for entry in entries):
         try:
             metas = load_metas(entries, params["cache_dir"])
         except ImportError:
@@ -162,11 +187,14 @@ def main() -> None:
         except (OSError, ValueError, KeyError) as exc:
             module.fail_json(msg=f"reading the models' GGUF metadata: {exc}")
         try:
-            plan = plan_fleet(entries, metas, gpus, params["margin_mib"]).to_dict()
+            planned = plan_fleet(entries, metas, gpus, params["margin_mib"]) if gpus else None
+            page_cache = page_cache_budget(entries, metas, params["host_ram_mib"], params["ram_reserve_mib"], planned)
         except PlanError as exc:
             module.fail_json(msg=str(exc), entry=exc.entry, field=exc.field)
-        for entry, model in zip(entries, plan["models"], strict=True):
-            entry["context"] = model["context"]
+        if planned is not None:
+            plan = planned.to_dict()
+            for entry, model in zip(entries, plan["models"], strict=True):
+                entry["context"] = model["context"]
     for index, entry in enumerate(entries):
         if entry["context"] == "max":
             error = FleetError(
@@ -190,6 +218,7 @@ def main() -> None:
         fit=plan is None,
         models_max=plan["models_max"] if plan else 1,
         plan=plan,
+        page_cache=page_cache,
         table=table(plan) if plan else UNPLANNED,
     )
 
