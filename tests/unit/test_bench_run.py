@@ -210,6 +210,24 @@ def test_stress_cycles_count_failures_and_drift(tmp_path, capsys):
     assert "cycle 2: 4 requests, 4 failed" in capsys.readouterr().out
 
 
+def test_a_report_with_a_stress_run_has_its_cycles_and_plot(tmp_path, capsys):
+    workload = tmp_path / "w.json"
+    workload.write_text(json.dumps(dict(WORKLOAD, concurrency=[1], repetitions=1)))
+    key = tmp_path / "key"
+    key.write_text("k\n")
+    with endpoint() as url:
+        common = ["--url", url, "--key-file", str(key)]
+        assert main(["run", str(workload), *common, "--out", str(tmp_path / "results.json")]) == 0
+        stress = tmp_path / "stress.json"
+        assert main(["stress", str(workload), *common, "--cycles", "3", "--out", str(stress)]) == 0
+    assert main(["report", str(tmp_path / "results.json"), "--out", str(tmp_path / "r"), "--stress", str(stress)]) == 0
+    report = (tmp_path / "r/report.md").read_text()
+    assert "## Stress (3 cycles of fast, 1 at a time)" in report
+    assert "| 3 | 4 | 0 | 100.00 | +0.0% |" in report
+    data = (tmp_path / "r/stress.png").read_bytes()
+    assert data.startswith(b"\x89PNG") and len(data) > 10_000 and "![stress.png](stress.png)" in report
+
+
 def test_check_validates_a_workload_file(tmp_path, capsys):
     good = tmp_path / "good.yml"
     good.write_text("name: g\nvariants: {A: {model: m}}\nprompts: coding\n")

@@ -96,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     rep_p.add_argument("results", type=Path)
     rep_p.add_argument("--out", type=Path, required=True, help="the report's directory")
     rep_p.add_argument("--threshold", type=float, default=0.02)
+    rep_p.add_argument("--stress", type=Path, help="a stress run's JSON (stress --out), reported with its cycles")
     det_p = sub.add_parser("determinism", help="greedy token ids against a stored baseline")
     det_p.add_argument("action", choices=["record", "check"])
     det_p.add_argument("baseline", type=Path, help="the baseline file (written by record, read by check)")
@@ -118,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "report":
         from .report import write  # matplotlib, numpy and scipy: the controller only
 
-        report = write(json.loads(args.results.read_text(encoding="utf-8")), args.out, args.threshold)
+        cycles = json.loads(args.stress.read_text(encoding="utf-8")) if args.stress else None
+        report = write(json.loads(args.results.read_text(encoding="utf-8")), args.out, args.threshold, cycles)
         print(f"wrote {report}")
         return 0
 

@@ -22,6 +22,21 @@ def _levels(records: list[dict[str, Any]]) -> list[int]:
     return sorted({r["concurrency"] for r in records})
 
 
+def boxes(labels: list[str], data: list[list[float]], ylabel: str, title: str, path: Path) -> None:
+    """A box per group of samples, with the samples themselves spread beside it."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    if data:
+        ax.boxplot(data, tick_labels=labels)
+        for i, values in enumerate(data, start=1):
+            ax.plot(np.full(len(values), i) + np.linspace(-0.15, 0.15, len(values)), values, ".", alpha=0.5)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def plot_latency_cdf(results: dict[str, Any], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for variant in results["variants"]:
@@ -47,17 +62,13 @@ def plot_decode(results: dict[str, Any], path: Path) -> None:
             if values:
                 labels.append(f"{variant} @{level}")
                 data.append(values)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    if data:
-        ax.boxplot(data, tick_labels=labels)
-        for i, values in enumerate(data, start=1):
-            ax.plot(np.full(len(values), i) + np.linspace(-0.15, 0.15, len(values)), values, ".", alpha=0.5)
-    ax.set_ylabel("decode tokens/s (server timings)")
-    ax.set_title(f"{results['workload']}: decode speed per variant and concurrency")
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    boxes(
+        labels,
+        data,
+        "decode tokens/s (server timings)",
+        f"{results['workload']}: decode speed per variant and concurrency",
+        path,
+    )
 
 
 def plot_ttft(results: dict[str, Any], path: Path) -> None:
@@ -111,21 +122,58 @@ def plot_swaps(results: dict[str, Any], path: Path) -> bool:
     data = {v: times for v, times in data.items() if times}
     if not data:
         return False
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.boxplot(list(data.values()), tick_labels=list(data))
-    for i, times in enumerate(data.values(), start=1):
-        ax.plot(np.full(len(times), i) + np.linspace(-0.15, 0.15, len(times)), times, ".", alpha=0.6)
-    ax.set_ylabel("swap latency: first token of a model not resident (s)")
-    ax.set_title(f"{results['workload']}: swap times")
+    boxes(
+        list(data),
+        list(data.values()),
+        "swap latency: first token of a model not resident (s)",
+        f"{results['workload']}: swap times",
+        path,
+    )
+    return True
+
+
+def plot_stress(stress: dict[str, Any], path: Path) -> None:
+    """Decode tokens/s per stress cycle (a box each), failed requests written above the boxes."""
+    rows = stress["cycles"]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    data = [row.get("decode_tps") or [] for row in rows]
+    positions = [row["cycle"] for row in rows]
+    if any(data):
+        ax.boxplot([d if d else [np.nan] for d in data], positions=positions)
+    for row in rows:
+        if row["failed"]:
+            ax.annotate(f"{row['failed']} failed", (row["cycle"], ax.get_ylim()[1]), ha="center", va="top", color="red")
+    ax.set_xlabel("cycle")
+    ax.set_ylabel("decode tokens/s (server timings)")
+    ax.set_title(f"{stress['workload']}: stress, {stress['model']} at {stress['concurrency']} at a time")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-    return True
 
 
-def write(results: dict[str, Any], out_dir: Path, threshold: float = 0.02) -> Path:
-    """Write report.md, comparisons.json and the plots into out_dir; return the Markdown's path."""
+def stress_lines(stress: dict[str, Any]) -> list[str]:
+    lines = [
+        "",
+        f"## Stress ({len(stress['cycles'])} cycles of {stress['model']}, {stress['concurrency']} at a time)",
+        "",
+        "| cycle | requests | failed | decode tokens/s (median) | drift from cycle 1 | seconds |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in stress["cycles"]:
+        speed = f"{row['decode_tps_median']:.2f}" if row["decode_tps_median"] is not None else "-"
+        drift = f"{row['drift']:+.1%}" if row["drift"] is not None else "-"
+        lines.append(
+            f"| {row['cycle']} | {row['requests']} | {row['failed']} | {speed} | {drift} | {row['seconds']:.1f} |"
+        )
+    return lines
+
+
+def write(
+    results: dict[str, Any], out_dir: Path, threshold: float = 0.02, stress: dict[str, Any] | None = None
+) -> Path:
+    """Write report.md, comparisons.json and the plots into out_dir (with a stress run's cycles when given);
+    return the Markdown's path."""
     out_dir.mkdir(parents=True, exist_ok=True)
     comparisons = compare_run(results, threshold=threshold)
     (out_dir / "comparisons.json").write_text(json.dumps([c.as_dict() for c in comparisons], indent=1) + "\n")
@@ -137,6 +185,9 @@ def write(results: dict[str, Any], out_dir: Path, threshold: float = 0.02) -> Pa
         plots.append("acceptance.png")
     if plot_swaps(results, out_dir / "swaps.png"):
         plots.append("swaps.png")
+    if stress is not None:
+        plot_stress(stress, out_dir / "stress.png")
+        plots.append("stress.png")
     records = results["records"]
     failed = sum(1 for r in records if not answered(r))
     host = results.get("host", {})
@@ -188,6 +239,8 @@ def write(results: dict[str, Any], out_dir: Path, threshold: float = 0.02) -> Pa
         lines += [
             f"| {v} | {len(t)} | {np.median(t):.3f} | {min(t):.3f}-{max(t):.3f} |" for v, t in swap_times.items() if t
         ]
+    if stress is not None:
+        lines += stress_lines(stress)
     lines += ["", "## Plots", ""] + [f"![{name}]({name})" for name in plots]
     report = out_dir / "report.md"
     report.write_text("\n".join(lines) + "\n")

@@ -37,6 +37,7 @@ def stress(workload: Workload, base_url: str, key: str, cycles: int = CYCLES, ti
                 "first_error": failed[0]["error"] if failed else None,
                 "seconds": time.perf_counter() - began,
                 "decode_tps_median": median,
+                "decode_tps": speeds,
                 "drift": (median - first) / first if median is not None and first else None,
             }
         )

@@ -9,6 +9,7 @@ gemma-ngram (spec-type ngram-simple) and gemma-b (q8_0 KV cache, two slots)."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -20,13 +21,12 @@ from llmrig_testlib import API_KEY, GATEWAY_URL, REPO, TEST_HOST, run_playbook
 GROUPS = ["llm_servers", "llmrig_test"]
 
 
-def bench(workload: str, reports: Path) -> tuple[dict, dict[str, dict], str]:
-    """Run files/bench/<workload>.yml with the playbook; the raw results, the verdicts by metric and the
-    report's Markdown."""
+def bench(workload: str, reports: Path, **settings: object) -> tuple[dict, dict[str, dict], str]:
+    """Run files/bench/<workload>.yml with the playbook (and role settings); the raw results, the verdicts by
+    metric and the report's Markdown."""
     extra = {"llmrig_bench_workload": str(REPO / "files/bench" / f"{workload}.yml"), "llmrig_bench_label": "molecule"}
-    returncode, output = run_playbook(
-        TEST_HOST, GROUPS, "bench.yml", dict(extra, llmrig_bench_reports_dir=str(reports))
-    )
+    extra.update(llmrig_bench_reports_dir=str(reports), **settings)
+    returncode, output = run_playbook(TEST_HOST, GROUPS, "bench.yml", extra)
     assert returncode == 0, output[-3000:]
     (run_dir,) = (reports / TEST_HOST).iterdir()
     assert run_dir.name.endswith("-molecule")
@@ -40,8 +40,8 @@ def bench(workload: str, reports: Path) -> tuple[dict, dict[str, dict], str]:
     return results, verdicts, report
 
 
-def test_a_and_a_no_change_one_thread_regressed(tmp_path):
-    results, verdicts, report = bench("ab-threads", tmp_path)
+def test_a_and_a_no_change_one_thread_regressed_and_two_stress_cycles(tmp_path):
+    results, verdicts, report = bench("ab-threads", tmp_path, llmrig_bench_stress_cycles=2)
     assert all(r["status"] == 200 and r["error"] is None for r in results["records"])
     assert results["build"], "the llama.cpp build id is recorded"
     # the run records each model's settings as the router has them
@@ -55,6 +55,11 @@ def test_a_and_a_no_change_one_thread_regressed(tmp_path):
     # every change of model was timed as a swap, and the report lists them
     assert sum(bool(r["swap"]) for r in results["records"]) >= 6
     assert "## Swaps" in report and "| B |" in report
+    # then two stress cycles of A (gemma-a): every request answered, the cycles in the report and its plot
+    assert "## Stress (2 cycles of gemma-a, 1 at a time)" in report
+    assert re.search(r"^\| 2 \| 24 \| 0 \| [\d.]+ \| [+-][\d.]+% \|", report, re.M), report
+    (stress_plot,) = (tmp_path / TEST_HOST).glob("*-molecule/stress.png")
+    assert stress_plot.read_bytes().startswith(b"\x89PNG")
 
 
 def test_ngram_drafts_agree_between_timings_and_metrics_and_get_a_verdict(tmp_path):
