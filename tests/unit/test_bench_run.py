@@ -263,3 +263,39 @@ def test_a_cold_variant_drops_its_model_file_from_the_page_cache_before_each_swa
         # the file is on a disk here (not tmpfs, whose pages cannot be dropped): all of it goes
         assert (evicted["cached_before"], evicted["cached_after"]) == (4 << 20, 0), evicted
     assert results["variants"]["B"]["cold"] is True
+
+
+def test_host_facts_record_the_gpus_and_the_tuning_status_and_the_report_shows_them(tmp_path, monkeypatch):
+    """Stand-ins for nvidia-smi and the tuning CLI (the parsing and the report, not the GPU path)."""
+    from llmrig_bench import runner
+
+    smi = tmp_path / "bin/nvidia-smi"
+    smi.parent.mkdir()
+    smi.write_text("#!/bin/sh\necho '0, NVIDIA GeForce RTX 4080 SUPER, 2610, 11501, 320.00, 41, 15012, 16376'\n")
+    tuning = tmp_path / "llmrig-gpu-tuning"
+    tuning.write_text("#!/bin/sh\necho 'gpu0 power_limit_w: configured 280, current 280'\n")
+    for script in (smi, tuning):
+        script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{smi.parent}:{os.environ['PATH']}")
+    monkeypatch.setattr(runner, "GPU_TUNING_CLI", str(tuning))
+    facts = runner.host_facts()
+    assert facts["gpus"] == [
+        {
+            "index": "0",
+            "name": "NVIDIA GeForce RTX 4080 SUPER",
+            "clocks.sm": "2610",
+            "clocks.mem": "11501",
+            "power.limit": "320.00",
+            "temperature.gpu": "41",
+            "memory.used": "15012",
+            "memory.total": "16376",
+        }
+    ]
+    assert facts["gpu_tuning_status"] == {"rc": 0, "lines": ["gpu0 power_limit_w: configured 280, current 280"]}
+    with endpoint() as url:
+        results = run(parse(dict(WORKLOAD, concurrency=[1], repetitions=1)), url, "k")
+    from llmrig_bench.report import write
+
+    report = write(results, tmp_path / "report").read_text()
+    assert "- index 0, name NVIDIA GeForce RTX 4080 SUPER, clocks.sm 2610, clocks.mem 11501" in report
+    assert "```\ngpu0 power_limit_w: configured 280, current 280\n```" in report

@@ -239,6 +239,12 @@ def write(
         lines += [
             f"| {v} | {len(t)} | {np.median(t):.3f} | {min(t):.3f}-{max(t):.3f} |" for v, t in swap_times.items() if t
         ]
+    if host.get("gpus"):
+        lines += ["", "## GPUs at the start of the run (nvidia-smi)", ""]
+        lines += [f"- {', '.join(f'{k} {v}' for k, v in gpu.items())}" for gpu in host["gpus"]]
+    if host.get("gpu_tuning_status"):
+        lines += ["", "## GPU tuning (llmrig-gpu-tuning status)", "", "```"]
+        lines += host["gpu_tuning_status"]["lines"] + ["```"]
     if stress is not None:
         lines += stress_lines(stress)
     lines += ["", "## Plots", ""] + [f"![{name}]({name})" for name in plots]

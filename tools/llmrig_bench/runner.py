@@ -63,8 +63,13 @@ def spec_counters(base_url: str, key: str, model: str) -> dict[str, Any]:
     return out
 
 
+GPU_TUNING_CLI = "/usr/local/sbin/llmrig-gpu-tuning"  # the llmrig_gpu_tuning role's command
+
+
 def host_facts() -> dict[str, Any]:
-    """CPU, memory and, where nvidia-smi answers, the GPUs' clocks, power limit, temperature and memory."""
+    """CPU, memory and, where nvidia-smi answers, the GPUs' clocks, power limit, temperature and memory; where
+    the GPU tuning role is installed, its status (the configured and current power limit and clock offsets,
+    read through NVML: nothing is set)."""
     facts: dict[str, Any] = {"hostname": platform.node(), "cpus": os.cpu_count(), "machine": platform.machine()}
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as handle:
@@ -88,6 +93,12 @@ def host_facts() -> dict[str, Any]:
             for line in out.stdout.splitlines()
             if line.strip()
         ]
+    if os.access(GPU_TUNING_CLI, os.X_OK):
+        try:
+            out = subprocess.run([GPU_TUNING_CLI, "status"], capture_output=True, text=True, check=False, timeout=60)
+            facts["gpu_tuning_status"] = {"rc": out.returncode, "lines": (out.stdout + out.stderr).splitlines()}
+        except (OSError, subprocess.SubprocessError) as exc:
+            facts["gpu_tuning_status"] = {"rc": None, "lines": [f"{type(exc).__name__}: {exc}"]}
     return facts
 
 
