@@ -102,12 +102,13 @@ def plot_acceptance(results: dict[str, Any], path: Path) -> bool:
         drafted = sum(value(r, "timings.draft_n") or 0 for r in mine)
         accepted = sum(value(r, "timings.draft_n_accepted") or 0 for r in mine)
         if drafted:
-            rates[variant] = accepted / drafted
+            rates[f"{variant} ({results['variants'][variant]['model']})"] = accepted / drafted
     if not rates:
         return False
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.bar(list(rates), list(rates.values()))
-    ax.set_ylim(0, 1)
+    bars = ax.bar(list(rates), list(rates.values()))
+    ax.bar_label(bars, labels=[f"{rate:.1%}" for rate in rates.values()])
+    ax.set_ylim(0, 1.08)
     ax.set_ylabel("accepted / drafted tokens")
     ax.set_title(f"{results['workload']}: draft acceptance")
     fig.tight_layout()
