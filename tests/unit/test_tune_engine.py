@@ -1,0 +1,113 @@
+"""The tuning procedure's decisions (tools/llmrig_tune/engine.py): knobs, the judgement of one step on its
+evidence, the order of steps, and which value is kept."""
+
+from __future__ import annotations
+
+import pytest
+from llmrig_tune.engine import Evidence, Limits, TuneError, best, judge, next_values, parse_knob, skip_rest, summary
+
+FLEET_KNOB = {"knob": {"kind": "fleet", "model": "gemma-a", "field": "threads"}, "values": [1, 3]}
+GPU_KNOB = {"knob": {"kind": "gpu", "gpu": 0, "setting": "mem_offset_mhz"}, "values": [250, 500, 750, 1000]}
+
+
+def good(change: float = 0.05, verdict: str = "improved") -> Evidence:
+    return Evidence(deterministic=True, stress_drift=-0.01, verdict=verdict, change=change)
+
+
+def test_knobs_are_parsed_with_their_order():
+    fleet = parse_knob(FLEET_KNOB)
+    assert (fleet.kind, fleet.target, fleet.values, fleet.ordered) == (
+        "fleet",
+        {"model": "gemma-a", "field": "threads"},
+        [1, 3],
+        False,
+    )
+    assert fleet.label == "fleet entry 'gemma-a' field 'threads'"
+    gpu = parse_knob(GPU_KNOB)
+    assert gpu.ordered and gpu.label == "GPU 0 mem_offset_mhz"  # offsets push further: ordered by default
+    assert not parse_knob(dict(GPU_KNOB, ordered=False)).ordered
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ([], "a knob is a mapping"),
+        ({"knob": {"kind": "bios"}, "values": [1]}, "field 'knob.kind': one of fleet, gpu"),
+        ({"knob": {"kind": "fleet", "model": "m"}, "values": [1]}, "field 'knob.field' is required"),
+        ({"knob": {"kind": "gpu", "gpu": -1, "setting": "power_limit_w"}, "values": [1]}, "field 'knob.gpu'"),
+        ({"knob": {"kind": "gpu", "gpu": 0, "setting": "fan"}, "values": [1]}, "field 'knob.setting'"),
+        (dict(FLEET_KNOB, values=[]), "field 'values': a non-empty list"),
+        (dict(FLEET_KNOB, values=[2, 2]), "field 'values': a value appears twice"),
+        (dict(FLEET_KNOB, ordered="yes"), "field 'ordered': true or false"),
+    ],
+)
+def test_bad_knobs_are_refused_naming_the_field(data, message):
+    with pytest.raises(TuneError, match=message.replace("(", r"\(")):
+        parse_knob(data)
+
+
+def test_a_step_that_passes_everything():
+    step = judge(3, good())
+    assert step.passed and step.reasons == []
+
+
+def test_every_reason_a_step_fails_is_named():
+    evidence = Evidence(
+        deterministic=False,
+        divergence="prompt 'short-0', token 11: expected 7488, got 5279",
+        acceptance=0.70,
+        baseline_acceptance=0.90,
+        stress_failed=2,
+        stress_drift=-0.12,
+        verdict="regressed",
+        change=-0.08,
+    )
+    step = judge(4, evidence)
+    assert not step.passed
+    assert step.reasons == [
+        "greedy output changed (prompt 'short-0', token 11: expected 7488, got 5279)",
+        "draft acceptance 70.0% against 90.0% (a drop of 20.0%, more than 5.0%)",
+        "2 requests failed under stress",
+        "decode rate drifted -12.0% under stress (limit -5%)",
+        "slower than the baseline (-8.0%, verdict regressed)",
+    ]
+
+
+def test_limits_decide_what_a_small_drop_is():
+    evidence = Evidence(deterministic=True, acceptance=0.86, baseline_acceptance=0.90, stress_drift=-0.04)
+    assert judge(1, evidence).passed
+    assert not judge(1, evidence, Limits(acceptance_drop=0.02)).passed
+    assert not judge(1, evidence, Limits(drift=0.03)).passed
+
+
+def test_an_ordered_knob_stops_at_the_first_failed_step_and_says_why_the_rest_were_not_tried():
+    knob = parse_knob(GPU_KNOB)
+    steps = [judge(250, good(0.03)), judge(500, good(0.06))]
+    assert next_values(knob, steps) == [750, 1000]
+    steps.append(judge(750, Evidence(deterministic=False, divergence="prompt 'p', token 3")))
+    assert next_values(knob, steps) == []
+    skipped = skip_rest(knob, steps)
+    assert [s.value for s in skipped] == [1000]
+    assert skipped[0].skipped == "not tried: the step to 750 failed, and this one pushes further"
+    outcome = summary(knob, 0, steps + skipped)
+    assert outcome["kept"] == 500
+    assert outcome["decision"] == "keep 500: passed every check and decoded +6.0% against 0"
+    assert [s["passed"] for s in outcome["steps"]] == [True, True, False, False]
+
+
+def test_an_unordered_knob_tries_every_value_and_a_slower_one_is_rejected():
+    knob = parse_knob(FLEET_KNOB)
+    steps = [judge(1, good(-0.39, "regressed"))]
+    assert next_values(knob, steps) == [3]  # a failure does not stop an unordered knob
+    steps.append(judge(3, good(0.01, "no change")))
+    assert next_values(knob, steps) == [] and skip_rest(knob, steps) == []
+    outcome = summary(knob, 2, steps)
+    assert outcome["kept"] == 2  # nothing improved: the baseline stays
+    assert outcome["decision"] == "keep 2: no step passed with an improvement the verdict called 'improved'"
+    assert outcome["steps"][0]["reasons"] == ["slower than the baseline (-39.0%, verdict regressed)"]
+
+
+def test_the_largest_improvement_that_passed_is_kept():
+    steps = [judge(1, good(0.04)), judge(2, good(0.09)), judge(3, Evidence(deterministic=False, change=0.2))]
+    assert best(steps).value == 2
+    assert best([judge(1, good(0.0, "no change"))]) is None
