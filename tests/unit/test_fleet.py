@@ -383,3 +383,22 @@ def test_keep_cached_marks_every_file_of_the_entry_and_is_a_boolean():
         True
     ]
     fails([entry(keep_cached="yes")], "'model-a' (#1)", "keep_cached", "true or false")
+
+
+def test_a_hosts_overrides_are_merged_into_its_entries_and_validated_with_them():
+    from ansible_collections.llmrig.serving.plugins.module_utils._fleet import apply_overrides
+
+    fleet = [entry(sampling={"temperature": 0.2, "top_k": 40}), entry(name="model-b")]
+    merged = apply_overrides(fleet, {"model-a": {"threads": 3, "sampling": {"temperature": 0.0}}})
+    assert merged[0]["threads"] == 3
+    assert merged[0]["sampling"] == {"temperature": 0.0, "top_k": 40}  # a mapping merges one level deep
+    assert merged[1] == fleet[1] and "threads" not in fleet[0]  # the fleet itself is left as it was
+    assert validate_fleet(merged)[0]["threads"] == 3
+    assert apply_overrides(fleet, {}) is fleet
+    with pytest.raises(FleetError) as info:
+        apply_overrides(fleet, {"model-x": {"threads": 2}})
+    assert str(info.value) == (
+        "fleet entry 'model-x': field 'llmrig_fleet_overrides': 'model-x' is not an entry of the fleet"
+    )
+    # a bad value is caught by the entry's own validation, naming the entry and the field
+    fails(apply_overrides(fleet, {"model-a": {"threads": 0}}), "'model-a' (#1)", "threads")

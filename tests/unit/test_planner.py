@@ -330,3 +330,15 @@ def test_on_a_cpu_build_the_resident_models_ram_comes_off_the_page_cache_budget(
     assert (
         f"less the 4096 MiB reserve, less {resident} MiB for the resident models, leave {kept - 1} MiB" in short["msg"]
     )
+
+
+def test_the_module_applies_a_hosts_overrides_before_it_validates(model, tmp_path):
+    fleet = [entry("tiny", model), entry("other", model)]
+    result = run_module(tmp_path, fleet=fleet, overrides={"tiny": {"threads": 3, "context": 2048}})
+    assert not result.get("failed"), result
+    assert result["fleet"][0]["threads"] == 3 and result["fleet"][0]["context"] == 2048
+    assert ["threads", 3] in result["presets"][0]["options"]
+    bad = run_module(tmp_path, fleet=fleet, overrides={"tiny": {"threads": "many"}})
+    assert bad["failed"] and bad["msg"].startswith("fleet entry 'tiny' (#1): field 'threads': ")
+    unknown = run_module(tmp_path, fleet=fleet, overrides={"gone": {"threads": 2}})
+    assert unknown["failed"] and "'gone' is not an entry of the fleet" in unknown["msg"]

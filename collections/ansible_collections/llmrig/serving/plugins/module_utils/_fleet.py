@@ -418,6 +418,36 @@ def _entry_sources(entry: dict) -> list[tuple[str, dict]]:
     return sources
 
 
+def apply_overrides(fleet: Any, overrides: Any, variable: str = "llmrig_fleet_overrides") -> Any:
+    """The fleet with a host's overrides merged in: {entry name: {field: value}}, a mapping field (sampling,
+    speculative, extra_args) merged one level deep. This is where a tuning run writes what it kept, per host;
+    the merged entries are then validated like any other. An override for no entry fails, naming it."""
+    if not overrides:
+        return fleet
+    if not isinstance(overrides, dict):
+        raise FleetError("(overrides)", variable, "must be a mapping of fleet entry name to {field: value}")
+    if not isinstance(fleet, list):
+        return fleet  # validate_fleet says what is wrong with it
+    names = {entry.get("name") for entry in fleet if isinstance(entry, dict)}
+    for name, fields in overrides.items():
+        if name not in names:
+            raise FleetError(f"{name!r}", variable, f"{name!r} is not an entry of the fleet")
+        if not isinstance(fields, dict):
+            raise FleetError(f"{name!r}", variable, "must map field names to values")
+    merged = []
+    for entry in fleet:
+        fields = overrides.get(entry.get("name")) if isinstance(entry, dict) else None
+        if not fields:
+            merged.append(entry)
+            continue
+        out = dict(entry)
+        for key, value in fields.items():
+            both = isinstance(out.get(key), dict) and isinstance(value, dict)
+            out[key] = {**out[key], **value} if both else value
+        merged.append(out)
+    return merged
+
+
 def validate_fleet(fleet: Any) -> list[dict]:
     """Validate the whole fleet; raise FleetError on the first problem."""
     if not isinstance(fleet, list) or not fleet:

@@ -29,6 +29,12 @@ options:
     type: list
     elements: raw
     required: true
+  overrides:
+    description:
+      - Per host, fields of fleet entries that replace the fleet's (C({name: {field: value}}); a mapping field
+        is merged one level deep), validated with the entry. playbooks/tune.yml writes what it keeps here.
+    type: dict
+    default: {}
   models_dir:
     description: Directory on the host that holds the model files; used for the paths in the presets.
     type: path
@@ -136,6 +142,7 @@ import os
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.llmrig.serving.plugins.module_utils._fleet import (
     FleetError,
+    apply_overrides,
     entry_label,
     fleet_files,
     preset_options,
@@ -157,6 +164,7 @@ def main() -> None:
     module = AnsibleModule(
         argument_spec={
             "fleet": {"type": "list", "elements": "raw", "required": True},
+            "overrides": {"type": "dict", "default": {}},
             "models_dir": {"type": "path", "required": True},
             "gpus": {"type": "list", "elements": "dict", "default": []},
             "margin_mib": {"type": "int", "default": 512},
@@ -174,7 +182,7 @@ def main() -> None:
             module.fail_json(msg=f"gpus[{index}]: memory_mib must be a positive integer, got {gpu.get('memory_mib')!r}")
     gpus = [Gpu.from_dict(gpu, params["overhead_mib"]) for gpu in params["gpus"]]
     try:
-        entries = validate_fleet(params["fleet"])
+        entries = validate_fleet(apply_overrides(params["fleet"], params["overrides"]))
     except FleetError as exc:
         module.fail_json(msg=str(exc), entry=exc.entry, field=exc.field)
     plan = None
