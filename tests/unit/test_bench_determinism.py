@@ -3,6 +3,8 @@ the same again, and a changed prompt set, sampling setting or model, each named 
 
 from __future__ import annotations
 
+import json
+
 from bench_endpoint import endpoint
 from llmrig_bench.determinism import check, first_difference, record
 from llmrig_bench.workload import Prompt
@@ -59,8 +61,13 @@ def test_the_command_line_records_and_checks(tmp_path, capsys):
         assert "baseline of fast: 4 prompts, 32 tokens" in capsys.readouterr().out
         assert main(["determinism", "check", str(baseline), *common]) == 0
         assert "deterministic: 4 prompts, 32 tokens compared" in capsys.readouterr().out
-        assert main(["determinism", "check", str(baseline), *common, "--model", "flaky"]) == 1
+        outcome = tmp_path / "outcome.json"
+        assert main(["determinism", "check", str(baseline), *common, "--model", "flaky", "--json", str(outcome)]) == 1
         assert "NOT deterministic" in capsys.readouterr().out
+        written = json.loads(outcome.read_text())
+        sixth = json.loads(baseline.read_text())["prompts"][0]["tokens"][5]
+        assert not written["ok"] and written["prompts"] == 4 and written["tokens"] == 5
+        assert written["divergence"] == f"prompt 'short-0', token 5: expected {sixth}, got {sixth + 1}"
         # another prompt set, paired in order with the baseline's: the first prompt differs at once
         assert main(["determinism", "check", str(baseline), *common, "--prompts", "coding"]) == 1
         out = capsys.readouterr().out

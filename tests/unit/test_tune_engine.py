@@ -111,3 +111,38 @@ def test_the_largest_improvement_that_passed_is_kept():
     steps = [judge(1, good(0.04)), judge(2, good(0.09)), judge(3, Evidence(deterministic=False, change=0.2))]
     assert best(steps).value == 2
     assert best([judge(1, good(0.0, "no change"))]) is None
+
+
+def test_evidence_is_read_from_what_the_harness_wrote(tmp_path):
+    """A real A/B run against the stand-in endpoint (the `slow` model 20 % slower), its comparisons, a stress
+    run and a determinism outcome, as the harness writes them; then judged."""
+    from bench_endpoint import endpoint
+    from llmrig_bench.compare import compare_run
+    from llmrig_bench.runner import run
+    from llmrig_bench.stress import stress
+    from llmrig_bench.workload import parse
+    from llmrig_tune.evidence import evidence
+
+    workload = parse(
+        {
+            "name": "tune",
+            "max_tokens": 4,
+            "prompts": "short",
+            "repetitions": 3,
+            "variants": {"A": {"model": "fast"}, "B": {"model": "slow"}},
+        }
+    )
+    with endpoint() as url:
+        results = run(workload, url, "k")
+        cycles = stress(parse(dict(name="s", variants={"A": {"model": "slow"}}, repetitions=1)), url, "k", cycles=2)
+    comparisons = [c.as_dict() for c in compare_run(results)]
+    found = evidence({"ok": True, "divergence": None}, results, comparisons, cycles)
+    assert found.deterministic and found.verdict == "regressed" and -0.2 < found.change < -0.1
+    # the stand-in drafts 6 and accepts 3 on every request, for both models
+    assert found.acceptance == found.baseline_acceptance == 0.5
+    assert found.stress_failed == 0 and found.stress_drift == 0.0
+    step = judge("slow", found)
+    assert not step.passed and step.reasons[0].startswith("slower than the baseline (-16.7%")
+    unstable = evidence({"ok": False, "divergence": "prompt 'p', token 2"}, results, comparisons)
+    assert judge("slow", unstable).reasons[0] == "greedy output changed (prompt 'p', token 2)"
+    assert unstable.stress_drift is None

@@ -68,6 +68,8 @@ def determinism(args: argparse.Namespace) -> int:
     baseline = json.loads(args.baseline.read_text(encoding="utf-8"))
     outcome = det.check(args.url, key, baseline, model=args.model, prompts=prompts, sampling=sampling)
     print(outcome.summary())
+    if args.json:
+        args.json.write_text(json.dumps(outcome.as_dict(), indent=1) + "\n", encoding="utf-8")
     return 0 if outcome.ok else 1
 
 
@@ -112,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         "--sampling", help="sampling fields besides greedy (record) or changed (check), as JSON: '{\"temperature\": 1}'"
     )
     det_p.add_argument("--n-predict", type=int, default=32)
+    det_p.add_argument("--json", type=Path, help="check: also write the outcome here")
     args = parser.parse_args(argv)
 
     if args.command == "determinism":

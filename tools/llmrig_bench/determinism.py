@@ -68,6 +68,16 @@ class Outcome:
     def ok(self) -> bool:
         return self.divergence is None
 
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "prompts": self.prompts,
+            "tokens": self.tokens,
+            "divergence": None if self.divergence is None else str(self.divergence),
+            "changed_inputs": self.changed_inputs,
+            "summary": self.summary(),
+        }
+
     def summary(self) -> str:
         head = f"{self.prompts} prompts, {self.tokens} tokens compared"
         inputs = f" (inputs differ from the baseline: {'; '.join(self.changed_inputs)})" if self.changed_inputs else ""
