@@ -126,18 +126,20 @@ def test_truncated_cut_off_and_wrong_checksum_files_change_nothing(host, files):
         assert returncode != 0, output[-3000:]
         said = flat(output)
         half = MODEL.stat().st_size // 2
+        first = len(GROUP_VARS_FLEET) + 1  # the number of the first bad entry, after the group_vars fleet
         # one message per entry, each naming it and the field
         assert (
-            "fleet entry 'bad-truncated' (#3): field 'source': sha256 mismatch for bad-truncated.gguf:"
+            f"fleet entry 'bad-truncated' (#{first}): field 'source': sha256 mismatch for bad-truncated.gguf:"
             f" all {half} bytes arrived" in said
         ), said[-4000:]
         assert (
-            "fleet entry 'bad-closes' (#4): field 'source': download of bad-closes.gguf is incomplete"
+            f"fleet entry 'bad-closes' (#{first + 1}): field 'source': download of bad-closes.gguf is incomplete"
             f" ({half} of {2 * half} bytes)" in said
         ), said[-4000:]
         assert f"the partial file /var/lib/llmrig/staging/{MODEL_SHA256}.part was kept; run again to resume" in said
-        assert "fleet entry 'bad-sha' (#5): field 'source': sha256 mismatch for bad-sha.gguf" in said, said[-4000:]
-        assert "fleet entry 'bad-copy' (#6): field 'source': sha256 mismatch for bad-copy.gguf" in said, said[-4000:]
+        for offset, name in ((2, "bad-sha"), (3, "bad-copy")):
+            message = f"fleet entry '{name}' (#{first + offset}): field 'source': sha256 mismatch for {name}.gguf"
+            assert message in said, said[-4000:]
         # nothing reached the models directory, the presets or the router
         assert host.run("ls -A /var/lib/llmrig/models").stdout.split() == models_before
         assert host.run("ls -A /var/lib/llmrig/staging").stdout.split() == [f"{MODEL_SHA256}.part"]
