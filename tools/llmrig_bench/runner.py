@@ -102,18 +102,19 @@ def host_facts() -> dict[str, Any]:
     return facts
 
 
-def model_option(base_url: str, key: str, model: str, name: str, default: str = "") -> str:
-    """An option of a model's llama-server command line, as the router lists it in GET /models."""
-    args = [str(a) for a in ((_router_models(base_url, key).get(model) or {}).get("args") or [])]
+def model_option(models: dict[str, Any], model: str, name: str, default: str = "") -> str:
+    """An option of a model's llama-server command line, from the router's GET /models (_router_models)."""
+    args = [str(a) for a in ((models.get(model) or {}).get("args") or [])]
     return args[args.index(name) + 1] if name in args[:-1] else default
 
 
 def model_url(base_url: str, key: str, model: str) -> str:
     """The address of a resident model's own llama-server process, from its command line in GET /models."""
-    port = model_option(base_url, key, model, "--port")
+    models = _router_models(base_url, key)
+    port = model_option(models, model, "--port")
     if not port:
         raise RuntimeError(f"{model}: the router lists no port for it (is it loaded?)")
-    return f"http://{model_option(base_url, key, model, '--host', '127.0.0.1')}:{port}"
+    return f"http://{model_option(models, model, '--host', '127.0.0.1')}:{port}"
 
 
 def cached_bytes(path: str) -> int | None:
@@ -172,13 +173,15 @@ def send_round(
         return list(pool.map(one, workload.prompts))
 
 
-def resident(base_url: str, key: str, model: str) -> bool:
-    return (_router_models(base_url, key).get(model) or {}).get("value") == "loaded"
+def loaded(models: dict[str, Any]) -> list[str]:
+    """The resident models in a reading of the router's GET /models (_router_models)."""
+    return [m for m, status in models.items() if isinstance(status, dict) and status.get("value") == "loaded"]
 
 
-def swap_probe(workload: Workload, variant: Variant, base_url: str, key: str, timeout: float) -> dict[str, Any]:
-    """The first request to a model that is not resident: one token of the first prompt, timed."""
-    others = [m for m, s in _router_models(base_url, key).items() if (s or {}).get("value") == "loaded"]
+def swap_probe(
+    workload: Workload, variant: Variant, base_url: str, key: str, timeout: float, others: list[str]
+) -> dict[str, Any]:
+    """The first request to a model that is not resident (others are): one token of the first prompt, timed."""
     record = request(
         base_url,
         key,
@@ -210,9 +213,10 @@ def run(workload: Workload, base_url: str, key: str, *, build: str = "", timeout
             # fall on every variant alike
             turn = number % len(workload.variants)
             for variant in workload.variants[turn:] + workload.variants[:turn]:
-                if not resident(base_url, key, variant.model):
-                    dropped = evict(model_option(base_url, key, variant.model, "--model")) if variant.cold else None
-                    probe = swap_probe(workload, variant, base_url, key, timeout)
+                models = _router_models(base_url, key)  # one reading for the round's swap decision
+                if variant.model not in loaded(models):
+                    dropped = evict(model_option(models, variant.model, "--model")) if variant.cold else None
+                    probe = swap_probe(workload, variant, base_url, key, timeout, loaded(models))
                     probe["evicted"] = dropped
                     probe.update(variant=variant.name, concurrency=level, round=number, warmup=number < 0, swap=True)
                     records.append(probe)
