@@ -154,9 +154,10 @@ def plot_stress(stress: dict[str, Any], path: Path) -> None:
 
 
 def stress_lines(stress: dict[str, Any]) -> list[str]:
+    cycles = f"{len(stress['cycles'])} cycle{'s' if len(stress['cycles']) != 1 else ''}"
     lines = [
         "",
-        f"## Stress ({len(stress['cycles'])} cycles of {stress['model']}, {stress['concurrency']} at a time)",
+        f"## Stress ({cycles} of {stress['model']}, {stress['concurrency']} at a time)",
         "",
         "| cycle | requests | failed | decode tokens/s (median) | drift from cycle 1 | seconds |",
         "| --- | --- | --- | --- | --- | --- |",

@@ -83,6 +83,8 @@ class Evidence:
     stress_drift: float | None = None  # the worst cycle's decode rate against the first cycle's
     verdict: str = "no change"  # the harness's verdict on the decode rate, against the baseline
     change: float = 0.0  # relative change of the median decode rate
+    control: str | None = None  # the A/A control's verdict (the baseline against itself): the run's noise
+    measured: list[str] = field(default_factory=list)  # what ran: determinism, ab, stress (a failure ends it)
 
 
 @dataclass
@@ -154,11 +156,12 @@ def skip_rest(knob: Knob, steps: list[Step]) -> list[Step]:
 def summary(knob: Knob, baseline: Any, steps: list[Step]) -> dict[str, Any]:
     """The run's outcome: what is kept and why, every step with its evidence and reasons."""
     kept = best(steps)
+    now = "llama-server's default" if baseline is None else repr(baseline)
     if kept is None:
-        decision = f"keep {baseline!r}: no step passed with an improvement the verdict called 'improved'"
+        decision = f"keep {now}: no step passed with an improvement the verdict called 'improved'"
     else:
         change = kept.evidence.change if kept.evidence else 0.0
-        decision = f"keep {kept.value!r}: passed every check and decoded {change:+.1%} against {baseline!r}"
+        decision = f"keep {kept.value!r}: passed every check and decoded {change:+.1%} against {now}"
     return {
         "knob": knob.label,
         "baseline": baseline,

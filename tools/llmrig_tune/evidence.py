@@ -24,26 +24,36 @@ def decode_comparison(comparisons: list[dict[str, Any]], variant: str, baseline:
 
 def evidence(
     determinism: dict[str, Any],
-    results: dict[str, Any],
-    comparisons: list[dict[str, Any]],
+    results: dict[str, Any] | None = None,
+    comparisons: list[dict[str, Any]] | None = None,
     stress: dict[str, Any] | None = None,
 ) -> Evidence:
-    names = list(results["variants"])
-    if len(names) < 2:
-        raise ValueError("the A/B run needs the baseline and the candidate as its first two variants")
-    baseline, candidate = names[0], names[1]
-    decode = decode_comparison(comparisons, candidate, baseline)
-    totals = spec_totals(results)
-    drafted = totals[baseline]["timings_drafted"] and totals[candidate]["timings_drafted"]
-    cycles = stress["cycles"] if stress else []
-    drifts = [row["drift"] for row in cycles if row.get("drift") is not None]
-    return Evidence(
+    """A step's evidence from what ran: a step stops measuring at its first failure (greedy output changed:
+    no A/B; slower: no stress), so the later parts may be missing."""
+    out = Evidence(
         deterministic=bool(determinism["ok"]),
         divergence=determinism.get("divergence"),
-        acceptance=totals[candidate]["acceptance"] if drafted else None,
-        baseline_acceptance=totals[baseline]["acceptance"] if drafted else None,
-        stress_failed=sum(int(row["failed"]) for row in cycles),
-        stress_drift=min(drifts) if drifts else None,
-        verdict=str(decode["verdict"]),
-        change=float(decode["change"]),
+        verdict="not measured",
+        measured=["determinism"],
     )
+    if results is not None and comparisons is not None:
+        names = list(results["variants"])
+        if len(names) < 2:
+            raise ValueError("the A/B run needs the baseline and the candidate as its first two variants")
+        baseline, candidate = names[0], names[1]
+        decode = decode_comparison(comparisons, candidate, baseline)
+        totals = spec_totals(results)
+        drafted = totals[baseline]["timings_drafted"] and totals[candidate]["timings_drafted"]
+        out.acceptance = totals[candidate]["acceptance"] if drafted else None
+        out.baseline_acceptance = totals[baseline]["acceptance"] if drafted else None
+        out.verdict, out.change = str(decode["verdict"]), float(decode["change"])
+        if len(names) > 2:  # the control: the baseline's model again under another name
+            out.control = str(decode_comparison(comparisons, names[2], baseline)["verdict"])
+        out.measured.append("ab")
+    if stress is not None:
+        cycles = stress["cycles"]
+        drifts = [row["drift"] for row in cycles if row.get("drift") is not None]
+        out.stress_failed = sum(int(row["failed"]) for row in cycles)
+        out.stress_drift = min(drifts) if drifts else None
+        out.measured.append("stress")
+    return out

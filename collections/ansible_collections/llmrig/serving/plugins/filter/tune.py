@@ -1,0 +1,66 @@
+# Copyright: (c) 2026, llmrig authors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Filters for the tuning procedure (roles/llmrig_tune): a fleet knob's current value, its trial entries and
+the tuned values with a kept one. Each error names the knob and the field."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ansible.errors import AnsibleFilterError
+from ansible_collections.llmrig.serving.plugins.module_utils._fleet import FleetError
+from ansible_collections.llmrig.serving.plugins.module_utils._tune import (
+    KnobError,
+    current_value,
+    effective_entry,
+    trials,
+    tuned_with,
+)
+
+
+def _plain(value: Any) -> Any:
+    """Plain dicts and lists: what Ansible hands a filter may be lazily templated containers, which the
+    copies made for trial entries must not carry along."""
+    if isinstance(value, dict):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
+
+
+def _knob_parts(knob: Any) -> tuple[str, str]:
+    if not isinstance(knob, dict) or not isinstance(knob.get("knob"), dict):
+        raise AnsibleFilterError(f"a tuning knob is a mapping with 'knob' and 'values', got {knob!r}")
+    return knob["knob"].get("model"), knob["knob"].get("field")
+
+
+def tune_current(knob: Any, fleet: Any, overrides: Any, label: str = "knob") -> Any:
+    """The value the knob's field has on this host now (None: llama-server's default)."""
+    model, field = _knob_parts(knob)
+    try:
+        return current_value(effective_entry(_plain(fleet), _plain(overrides), model), field)
+    except (KnobError, FleetError) as exc:
+        raise AnsibleFilterError(f"{label}: {exc}") from exc
+
+
+def tune_trials(knob: Any, values: list, fleet: Any, overrides: Any, label: str = "knob") -> list[dict]:
+    """The trial fleet entries for these values, named <model>--tune-<i> in their order."""
+    model, field = _knob_parts(knob)
+    try:
+        return trials(_plain(fleet), _plain(overrides), model, field, _plain(values))
+    except (KnobError, FleetError) as exc:
+        raise AnsibleFilterError(f"{label}: {exc}") from exc
+
+
+def tune_kept(tuned: Any, knob: Any, value: Any) -> dict:
+    """llmrig_fleet_tuned with the knob's kept value added."""
+    model, field = _knob_parts(knob)
+    try:
+        return tuned_with(_plain(tuned), model, field, _plain(value))
+    except KnobError as exc:
+        raise AnsibleFilterError(str(exc)) from exc
+
+
+class FilterModule:
+    def filters(self) -> dict[str, Any]:
+        return {"tune_current": tune_current, "tune_trials": tune_trials, "tune_kept": tune_kept}
