@@ -402,3 +402,45 @@ def test_a_hosts_overrides_are_merged_into_its_entries_and_validated_with_them()
     )
     # a bad value is caught by the entry's own validation, naming the entry and the field
     fails(apply_overrides(fleet, {"model-a": {"threads": 0}}), "'model-a' (#1)", "threads")
+
+
+def test_a_candidate_names_another_entry_that_is_not_itself_a_candidate():
+    incumbent = entry(aliases=["coder"], published_scores=[{"benchmark": "X", "score": 61.2, "source": "vendor card"}])
+    candidate = entry(name="model-b", candidate_for="model-a")
+    entries = validate_fleet([incumbent, candidate])
+    assert entries[1]["candidate_for"] == "model-a"
+    assert entries[0]["published_scores"] == [{"benchmark": "X", "score": 61.2, "source": "vendor card"}]
+    fails([incumbent, entry(name="model-b", candidate_for="model-z")], "'model-b' (#2)", "candidate_for", "not another")
+    fails([entry(candidate_for="model-a")], "'model-a' (#1)", "candidate_for", "not another entry")
+    chain = [incumbent, candidate, entry(name="model-c", candidate_for="model-b")]
+    fails(chain, "'model-c' (#3)", "candidate_for", "'model-b' is itself a candidate")
+    fails(
+        [entry(published_scores=[{"benchmark": "X", "score": "high", "source": "s"}])],
+        "'model-a' (#1)",
+        "published_scores[0].score",
+        "must be a number",
+    )
+    fails(
+        [entry(published_scores=[{"benchmark": "X", "score": 1}])],
+        "'model-a' (#1)",
+        "published_scores[0].source",
+        "is required",
+    )
+
+
+def test_a_promotion_hands_the_incumbents_name_and_aliases_to_the_candidate():
+    from ansible_collections.llmrig.serving.plugins.module_utils._fleet import apply_promotions
+
+    fleet = [entry(aliases=["coder"], load_on_startup=True), entry(name="model-b", candidate_for="model-a")]
+    promoted = validate_fleet(apply_promotions(fleet, {"model-a": "model-b"}))
+    assert [(e["name"], e["aliases"]) for e in promoted] == [
+        ("model-a--previous", []),
+        ("model-b", ["model-a", "coder"]),
+    ]
+    assert "candidate_for" not in promoted[1] and "load_on_startup" not in promoted[0]
+    assert apply_promotions(fleet, {}) is fleet and fleet[1]["candidate_for"] == "model-a"
+    with pytest.raises(FleetError) as info:
+        apply_promotions(fleet, {"model-b": "model-a"})
+    assert str(info.value) == (
+        "fleet entry 'model-a': field 'llmrig_fleet_promoted': 'model-a' is not an entry with candidate_for: 'model-b'"
+    )

@@ -146,3 +146,28 @@ def test_evidence_is_read_from_what_the_harness_wrote(tmp_path):
     unstable = evidence({"ok": False, "divergence": "prompt 'p', token 2"}, results, comparisons)
     assert judge("slow", unstable).reasons[0] == "greedy output changed (prompt 'p', token 2)"
     assert unstable.stress_drift is None
+
+
+def test_stress_drift_counts_only_when_the_statistics_call_it_a_regression():
+    """Two stress cycles of 12 requests: a median 8 % lower within noise of +-15 % is not drift; every
+    request 20 % slower is."""
+    from llmrig_tune.evidence import evidence
+
+    first = [60.0, 70.0, 52.0, 66.0, 58.0, 71.0, 55.0, 63.0, 68.0, 57.0, 61.0, 65.0]
+
+    def stress(second: list[float]) -> dict:
+        median = lambda v: sorted(v)[len(v) // 2]  # noqa: E731
+        drift = (median(second) - median(first)) / median(first)
+        return {
+            "cycles": [
+                {"failed": 0, "drift": 0.0, "decode_tps": first},
+                {"failed": 0, "drift": drift, "decode_tps": second},
+            ]
+        }
+
+    noisy = evidence({"ok": True}, stress=stress([v * f for v, f in zip(first, [0.85, 1.0, 1.1, 0.9] * 3)]))
+    assert noisy.stress_drift < -0.05 and noisy.stress_drift_verdict == "no change"
+    assert judge(2, noisy).passed
+    slower = evidence({"ok": True}, stress=stress([v * 0.8 for v in first]))
+    assert slower.stress_drift_verdict == "regressed"
+    assert judge(2, slower).reasons == ["decode rate drifted -20.0% under stress (limit -5%)"]

@@ -10,7 +10,8 @@ A knob is one setting with candidate values, tried in the order given:
 
 Each step brings evidence; a step passes when its greedy tokens equal the baseline's, its draft acceptance
 (speculative models) dropped no more than allowed, its stress cycles had no failure and no drift beyond the
-limit, and the A/B verdict against the baseline is not "regressed". The kept value is the passed step with
+limit that the harness's statistics also call a regression (noise between two cycles is not drift), and the
+A/B verdict against the baseline is not "regressed". The kept value is the passed step with
 the largest improvement of the decode rate that the verdict called "improved"; with none, the baseline stays.
 Standard library only: the playbook runs it on the controller.
 """
@@ -81,6 +82,9 @@ class Evidence:
     baseline_acceptance: float | None = None
     stress_failed: int = 0
     stress_drift: float | None = None  # the worst cycle's decode rate against the first cycle's
+    # the harness's verdict on that cycle's per-request decode rates against the first cycle's: a drift
+    # counts only when it is "regressed" (None: no per-request rates, the median alone decides)
+    stress_drift_verdict: str | None = None
     verdict: str = "no change"  # the harness's verdict on the decode rate, against the baseline
     change: float = 0.0  # relative change of the median decode rate
     control: str | None = None  # the A/A control's verdict (the baseline against itself): the run's noise
@@ -122,7 +126,8 @@ def judge(value: Any, evidence: Evidence, limits: Limits = Limits()) -> Step:
             )
     if evidence.stress_failed > limits.stress_failures:
         reasons.append(f"{evidence.stress_failed} requests failed under stress")
-    if evidence.stress_drift is not None and evidence.stress_drift < -limits.drift:
+    drifted = evidence.stress_drift is not None and evidence.stress_drift < -limits.drift
+    if drifted and evidence.stress_drift_verdict in (None, "regressed"):
         reasons.append(f"decode rate drifted {evidence.stress_drift:+.1%} under stress (limit -{limits.drift:.0%})")
     if evidence.verdict == "regressed":
         reasons.append(f"slower than the baseline ({evidence.change:+.1%}, verdict regressed)")

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from llmrig_bench.runner import spec_totals
+from llmrig_bench.stats import compare
 
 from .engine import Evidence
 
@@ -52,8 +53,13 @@ def evidence(
         out.measured.append("ab")
     if stress is not None:
         cycles = stress["cycles"]
-        drifts = [row["drift"] for row in cycles if row.get("drift") is not None]
+        later = [row for row in cycles[1:] if row.get("drift") is not None]
         out.stress_failed = sum(int(row["failed"]) for row in cycles)
-        out.stress_drift = min(drifts) if drifts else None
+        if later:
+            worst = min(later, key=lambda row: row["drift"])
+            out.stress_drift = worst["drift"]
+            rates = (cycles[0].get("decode_tps") or [], worst.get("decode_tps") or [])
+            if all(len(r) >= 3 for r in rates):
+                out.stress_drift_verdict = compare(rates[0], rates[1], metric="stress decode_tps", threshold=0).verdict
         out.measured.append("stress")
     return out

@@ -26,6 +26,7 @@ SDIST = REPO / ".cache/src/llama_cpp_python-0.3.36.tar.gz"
 PATCHES = [
     REPO / "roles/llmrig_llamacpp/files/patches/router-eviction-race.patch",
     REPO / "roles/llmrig_llamacpp/files/patches/router-graceful-stop.patch",
+    REPO / "roles/llmrig_llamacpp/files/patches/router-reload-aliases.patch",
 ]
 # a real rebuild into a new build id: the compile commands are unchanged (ccache hits), only the link differs
 RELINKED = {"llmrig_llamacpp_cmake_flags": ["-DCMAKE_EXE_LINKER_FLAGS=-Wl,-O1"]}

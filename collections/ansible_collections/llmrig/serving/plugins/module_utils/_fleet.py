@@ -53,7 +53,12 @@ ENTRY_FIELDS = (
     "load_on_startup",
     "keep_cached",
     "extra_args",
+    "candidate_for",
+    "published_scores",
 )
+PUBLISHED_FIELDS = ("benchmark", "score", "source")
+# an incumbent replaced by a promotion keeps serving under this suffix (the way back)
+PREVIOUS_SUFFIX = "--previous"
 SOURCE_FIELDS = ("url", "path", "sha256", "file", "size")
 SPECULATIVE_FIELDS = ("type", "draft_n_max", "draft_n_min", "draft_p_min", "cache_type_k", "cache_type_v", "model")
 # fleet sampling field -> llama-server option (long name without dashes)
@@ -406,6 +411,34 @@ def validate_entry(index: int, entry: Any) -> dict:
             out[key] = entry[key]
     if "extra_args" in entry:
         out["extra_args"] = _check_extra_args(checker, entry["extra_args"])
+    if "candidate_for" in entry:
+        if not isinstance(entry["candidate_for"], str) or not NAME_RE.match(entry["candidate_for"]):
+            raise checker.fail("candidate_for", f"the name of another fleet entry, got {entry['candidate_for']!r}")
+        out["candidate_for"] = entry["candidate_for"]
+    if "published_scores" in entry:
+        out["published_scores"] = _check_published(checker, entry["published_scores"])
+    return out
+
+
+def _check_published(checker: _EntryChecker, value: Any) -> list[dict]:
+    """Scores a vendor or leaderboard published for the model: shown in evaluation reports as claims, never
+    as measured results, so each needs its source."""
+    if not isinstance(value, list):
+        raise checker.fail("published_scores", "must be a list of {benchmark, score, source}")
+    out = []
+    for index, item in enumerate(value):
+        field = f"published_scores[{index}]"
+        if not isinstance(item, dict):
+            raise checker.fail(field, "must be a mapping of benchmark, score and source")
+        checker.check_keys(item, PUBLISHED_FIELDS, field + ".")
+        for key in PUBLISHED_FIELDS:
+            if key not in item:
+                raise checker.fail(f"{field}.{key}", "is required")
+        if not isinstance(item["benchmark"], str) or not isinstance(item["source"], str) or not item["source"]:
+            raise checker.fail(field, "benchmark and source are text (source: where the score was published)")
+        if not _is_number(item["score"]):
+            raise checker.fail(f"{field}.score", f"must be a number, got {item['score']!r}")
+        out.append({key: item[key] for key in PUBLISHED_FIELDS})
     return out
 
 
@@ -468,7 +501,53 @@ def validate_fleet(fleet: Any) -> list[dict]:
                     label, field + ".file", f"{source['file']!r} is also used by entry {known[1]} with another sha256"
                 )
             files[source["file"]] = (source["sha256"], label)
+    names = {entry["name"]: entry for entry in entries}
+    for index, entry in enumerate(entries):
+        incumbent = entry.get("candidate_for")
+        if incumbent is None:
+            continue
+        label = entry_label(index, entry["name"])
+        if incumbent == entry["name"] or incumbent not in names:
+            raise FleetError(label, "candidate_for", f"{incumbent!r} is not another entry of the fleet (by name)")
+        if "candidate_for" in names[incumbent]:
+            raise FleetError(label, "candidate_for", f"{incumbent!r} is itself a candidate; name the incumbent")
     return entries
+
+
+def apply_promotions(fleet: Any, promoted: Any, variable: str = "llmrig_fleet_promoted") -> Any:
+    """The fleet after promotions ({incumbent: candidate}, written by playbooks/promote.yml): the candidate
+    takes the incumbent's name (as an alias) and aliases, so clients that call them get the candidate; the
+    incumbent keeps serving as <name>--previous, without aliases, the way back. Applied after the overrides
+    and before validation; a pair that does not match a candidate_for of the fleet fails, naming it."""
+    if not promoted:
+        return fleet
+    if not isinstance(promoted, dict):
+        raise FleetError("(promotions)", variable, "must be a mapping of incumbent name to candidate name")
+    if not isinstance(fleet, list):
+        return fleet
+    by_name = {entry.get("name"): entry for entry in fleet if isinstance(entry, dict)}
+    for incumbent, candidate in promoted.items():
+        entry = by_name.get(candidate)
+        if not isinstance(entry, dict) or entry.get("candidate_for") != incumbent or incumbent not in by_name:
+            raise FleetError(
+                f"{candidate!r}", variable, f"{candidate!r} is not an entry with candidate_for: {incumbent!r}"
+            )
+    out = []
+    for entry in fleet:
+        name = entry.get("name") if isinstance(entry, dict) else None
+        if isinstance(name, str) and name in promoted:
+            old = dict(entry, name=name + PREVIOUS_SUFFIX, aliases=[])
+            old.pop("load_on_startup", None)
+            old.pop("keep_cached", None)
+            out.append(old)
+        elif isinstance(entry, dict) and promoted.get(entry.get("candidate_for")) == name:
+            incumbent = by_name[entry["candidate_for"]]
+            new = {key: value for key, value in entry.items() if key != "candidate_for"}
+            new["aliases"] = [incumbent["name"], *incumbent.get("aliases", []), *entry.get("aliases", [])]
+            out.append(new)
+        else:
+            out.append(entry)
+    return out
 
 
 def fleet_files(entries: list[dict]) -> list[dict]:

@@ -31,8 +31,16 @@ options:
     required: true
   overrides:
     description:
-      - Per host, fields of fleet entries that replace the fleet's (C({name: {field: value}}); a mapping field
-        is merged one level deep), validated with the entry. playbooks/tune.yml writes what it keeps here.
+      - Per host, fields of fleet entries that replace the fleet's, a mapping of entry name to a mapping of
+        field to value (a mapping field is merged one level deep), validated with the entry. The tuned values
+        of playbooks/tune.yml come this way too.
+    type: dict
+    default: {}
+  promoted:
+    description:
+      - Per host, promotions written by playbooks/promote.yml, a mapping of incumbent name to candidate name,
+        applied after the overrides; the candidate takes the incumbent's name and aliases, the incumbent
+        serves as <name>--previous.
     type: dict
     default: {}
   models_dir:
@@ -143,6 +151,7 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.llmrig.serving.plugins.module_utils._fleet import (
     FleetError,
     apply_overrides,
+    apply_promotions,
     entry_label,
     fleet_files,
     preset_options,
@@ -165,6 +174,7 @@ def main() -> None:
         argument_spec={
             "fleet": {"type": "list", "elements": "raw", "required": True},
             "overrides": {"type": "dict", "default": {}},
+            "promoted": {"type": "dict", "default": {}},
             "models_dir": {"type": "path", "required": True},
             "gpus": {"type": "list", "elements": "dict", "default": []},
             "margin_mib": {"type": "int", "default": 512},
@@ -182,7 +192,8 @@ def main() -> None:
             module.fail_json(msg=f"gpus[{index}]: memory_mib must be a positive integer, got {gpu.get('memory_mib')!r}")
     gpus = [Gpu.from_dict(gpu, params["overhead_mib"]) for gpu in params["gpus"]]
     try:
-        entries = validate_fleet(apply_overrides(params["fleet"], params["overrides"]))
+        merged = apply_overrides(params["fleet"], params["overrides"])
+        entries = validate_fleet(apply_promotions(merged, params["promoted"]))
     except FleetError as exc:
         module.fail_json(msg=str(exc), entry=exc.entry, field=exc.field)
     plan = None

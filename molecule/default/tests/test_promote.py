@@ -1,0 +1,135 @@
+"""Benchmark-gated model promotion for real on the test host. gemma-hot serves gemma-coder and samples from the
+whole vocabulary at temperature 5 (its code is noise); gemma-cool (candidate_for: gemma-hot) is the same file
+decoding greedily. `playbooks/evaluate.yml` runs both on the coding task set (tests run in the sandbox) and
+in an interleaved speed run, and its verdict picks gemma-cool; `playbooks/promote.yml` then hands it
+gemma-hot's name and alias while a client keeps calling the alias, with no failed request. Second runs with
+the promotion in place change nothing.
+
+The promotion stays on the host until the next converge without the promotions file (test_upgrade's)
+returns the fleet to group_vars; the tests between (recovery, security, tuning) use other models."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+
+import yaml
+from llmrig_testlib import TEST_HOST, request, run_playbook
+
+GROUPS = ["llm_servers", "llmrig_test"]
+QUICK = {
+    "llmrig_eval_samples": 1,
+    "llmrig_eval_max_tokens": 64,
+    "llmrig_eval_workload": {"max_tokens": 32, "prompts": "short", "repetitions": 2},
+}
+
+
+def playbook(name: str, extra: dict, *args: str) -> str:
+    returncode, output = run_playbook(TEST_HOST, GROUPS, name, extra, *args)
+    assert returncode == 0, output[-4000:]
+    return output
+
+
+def completion(model: str) -> tuple[int, str]:
+    body = {"model": model, "prompt": "def add(a, b):", "max_tokens": 8, "cache_prompt": False}
+    status, body = request("POST", "/v1/completions", body)
+    return status, body["choices"][0]["text"] if status == 200 else str(body)
+
+
+class Client:
+    """Calls the alias clients use, one request after another with short pauses, while a playbook runs."""
+
+    def __init__(self, model: str) -> None:
+        self.model, self.statuses, self.errors = model, [], []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.2):
+            status, text = completion(self.model)
+            self.statuses.append(status)
+            if status != 200:
+                self.errors.append(f"{time.strftime('%H:%M:%S')} {status} {text[:300]}")
+
+    def __enter__(self) -> Client:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def test_the_evaluation_picks_the_better_model_and_the_promotion_moves_its_name_without_a_failure(tmp_path):
+    reports = tmp_path / "reports"
+    output = playbook("evaluate.yml", {**QUICK, "llmrig_eval_reports_dir": str(reports)})
+    (run_dir,) = (reports / TEST_HOST).iterdir()
+    assert run_dir.name.endswith("-eval-gemma-cool")
+    verdict = json.loads((run_dir / "verdict.json").read_text())
+    print((run_dir / "verdict.md").read_text())
+    assert (verdict["incumbent"], verdict["candidate"]) == ("gemma-hot", "gemma-cool")
+    scores = verdict["scores"]
+    assert scores["gemma-cool"]["weighted"] > scores["gemma-hot"]["weighted"], scores
+    assert scores["gemma-cool"]["levels"]["1"] >= 0.5  # greedy, the tiny model solves easy tasks
+    assert verdict["quality"]["verdict"] == "better" and verdict["quality"]["low"] > 0, verdict["quality"]
+    assert verdict["speed"]["verdict"] != "regressed", verdict["speed"]
+    assert verdict["promote"] and verdict["decision"].startswith("promote: the candidate's quality is better")
+    markdown = (run_dir / "verdict.md").read_text()
+    assert "| gemma-hot | made-up leaderboard (test data) | 99.0 | group_vars/llmrig_test.yml |" in markdown
+    assert "5. otherwise keep the incumbent: a change needs a measured gain." in markdown
+    assert (run_dir / "quality.png").read_bytes().startswith(b"\x89PNG")
+    assert (run_dir / "speed" / "decode-tps.png").read_bytes().startswith(b"\x89PNG")
+    # the model-written code ran in the sandbox on the controller, and failed tests were recorded as such
+    graded = json.loads((run_dir / "scores-gemma-hot.json").read_text())
+    assert graded["samples"] and {s["status"] for s in graded["samples"]} <= {"passed", "failed", "timeout"}
+    assert "gemma-cool for gemma-hot:" in output
+
+    cool_text = completion("gemma-cool")[1]
+    vars_file = tmp_path / "host_vars" / TEST_HOST / "llmrig_promoted.yml"
+    promote = {"llmrig_promote_candidate": "gemma-cool", "llmrig_promote_verdict": str(run_dir / "verdict.json")}
+    with Client("gemma-coder") as client:
+        time.sleep(1)
+        output = playbook("promote.yml", {**promote, "llmrig_promote_vars_file": str(vars_file)})
+        time.sleep(1)
+    print(
+        f"\nclient of gemma-coder during the promotion: {len(client.statuses)} requests, statuses"
+        f" {sorted(set(client.statuses))}"
+    )
+    assert len(client.statuses) >= 10 and set(client.statuses) == {200}, client.errors
+    assert "RUNNING HANDLER [llmrig_gateway : Drain the models whose preset changes, then reload the presets]" in output
+    assert yaml.safe_load(vars_file.read_text()) == {"llmrig_fleet_promoted": {"gemma-hot": "gemma-cool"}}
+    models = {m["id"]: m for m in request("GET", "/models")[1]["data"]}
+    assert set(models["gemma-cool"]["aliases"]) == {"gemma-hot", "gemma-coder"}, models["gemma-cool"]["aliases"]
+    assert models["gemma-hot--previous"]["aliases"] == []  # the way back, still served
+    # the name and the alias now reach the greedy candidate: the same text as asking it by its own name (with
+    # the model's own sampling: the incumbent's, at temperature 5, would not repeat itself)
+    assert completion("gemma-coder") == completion("gemma-hot") == completion("gemma-cool") == (200, cool_text)
+
+    # with the promotion in the inventory: no candidate is left to evaluate, and the promotion is done
+    again = ["-e", f"@{vars_file}"]
+    output = playbook("evaluate.yml", {**QUICK, "llmrig_eval_reports_dir": str(tmp_path / "again")}, *again)
+    assert "nothing to evaluate" in output and not (tmp_path / "again").exists()
+    assert re.search(rf"{TEST_HOST}\s+: ok=\d+\s+changed=0\s", output), output[-1500:]
+    output = playbook("promote.yml", promote, *again)
+    assert "gemma-cool answers to gemma-hot on llmrig-" in " ".join(output.split()) and "already" in output
+    assert re.search(rf"{TEST_HOST}\s+: ok=\d+\s+changed=0\s", output), output[-1500:]
+
+
+def test_a_verdict_that_keeps_the_incumbent_refuses_the_promotion(host, tmp_path):
+    """A verdict for gemma-cool that says to keep the incumbent: refused before anything changes."""
+    verdict = tmp_path / "verdict.json"
+    decision = "keep the incumbent: the candidate decodes slower (rule 2)"
+    verdict.write_text(
+        json.dumps({"incumbent": "gemma-hot", "candidate": "gemma-cool", "promote": False, "decision": decision})
+    )
+    presets = host.file("/etc/llmrig/presets.ini").sha256sum
+    extra = {"llmrig_promote_candidate": "gemma-cool", "llmrig_promote_verdict": str(verdict)}
+    extra["llmrig_promote_vars_file"] = str(tmp_path / "host_vars" / TEST_HOST / "llmrig_promoted.yml")
+    returncode, output = run_playbook(TEST_HOST, GROUPS, "promote.yml", extra)
+    assert returncode != 0
+    message = " ".join(output.split())
+    assert f"the verdict ({verdict}) says: {decision}; nothing changed" in message, output[-2000:]
+    assert host.file("/etc/llmrig/presets.ini").sha256sum == presets
+    assert not (tmp_path / "host_vars").exists()
