@@ -165,7 +165,9 @@ def test_stress_drift_counts_only_when_the_statistics_call_it_a_regression():
             ]
         }
 
-    noisy = evidence({"ok": True}, stress=stress([v * f for v, f in zip(first, [0.85, 1.0, 1.1, 0.9] * 3)]))
+    noisy = evidence(
+        {"ok": True}, stress=stress([v * f for v, f in zip(first, [0.85, 1.0, 1.1, 0.9] * 3, strict=True)])
+    )
     assert noisy.stress_drift < -0.05 and noisy.stress_drift_verdict == "no change"
     assert judge(2, noisy).passed
     slower = evidence({"ok": True}, stress=stress([v * 0.8 for v in first]))

@@ -56,6 +56,8 @@ ENTRY_FIELDS = (
     "candidate_for",
     "published_scores",
 )
+# fields that say how the entry is evaluated, not how it is served
+EVALUATION_FIELDS = ("candidate_for", "published_scores")
 PUBLISHED_FIELDS = ("benchmark", "score", "source")
 # an incumbent replaced by a promotion keeps serving under this suffix (the way back)
 PREVIOUS_SUFFIX = "--previous"

@@ -13,22 +13,14 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from ._fleet import apply_overrides
+from ._fleet import ENTRY_FIELDS, EVALUATION_FIELDS, SPECULATIVE_FIELDS, apply_overrides
 
-# fields that change how fast a model runs, not what it is or who may call it
-TUNABLE = (
-    "context",
-    "cache_type_k",
-    "cache_type_v",
-    "gpu_layers",
-    "split_mode",
-    "tensor_split",
-    "main_gpu",
-    "flash_attn",
-    "parallel",
-    "threads",
-)
-TUNABLE_SPECULATIVE = ("type", "draft_n_max", "draft_n_min", "draft_p_min", "cache_type_k", "cache_type_v")
+# fields that change how fast a model runs, not what it is, who may call it or how it samples (the
+# determinism check and the A/B run send their own sampling)
+NOT_TUNABLE = ("name", "aliases", "source", "mmproj", "sampling", "load_on_startup", "keep_cached")
+# (speculative and extra_args are tuned one level in: split_field)
+TUNABLE = tuple(f for f in ENTRY_FIELDS if f not in (*NOT_TUNABLE, "speculative", "extra_args", *EVALUATION_FIELDS))
+TUNABLE_SPECULATIVE = tuple(f for f in SPECULATIVE_FIELDS if f != "model")
 TRIAL_SUFFIX = "--tune-"
 # a trial serves only while it is measured: no aliases, nothing loaded at start, no page-cache lock
 TRIAL_DROPS = ("aliases", "load_on_startup", "keep_cached")
