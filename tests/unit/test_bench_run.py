@@ -260,8 +260,10 @@ def test_a_cold_variant_drops_its_model_file_from_the_page_cache_before_each_swa
             continue
         evicted = record["evicted"]
         assert evicted["file"] == str(model_file) and evicted["error"] is None, evicted
-        # the file is on a disk here (not tmpfs, whose pages cannot be dropped): all of it goes
-        assert (evicted["cached_before"], evicted["cached_after"]) == (4 << 20, 0), evicted
+        # the file is on a disk here (not tmpfs, whose pages cannot be dropped): all of it goes. Before the
+        # drop it was read again since the last one (the stand-in reads it at each load), though the kernel may
+        # have let a few of its pages go meanwhile (seen in CI: 4,177,920 of 4,194,304 bytes)
+        assert evicted["cached_before"] >= (4 << 20) * 3 // 4 and evicted["cached_after"] == 0, evicted
     assert results["variants"]["B"]["cold"] is True
 
 
