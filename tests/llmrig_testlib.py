@@ -95,6 +95,22 @@ def wait_for(predicate, timeout: float = 30, interval: float = 0.2):
         time.sleep(interval)
 
 
+def plain(output: str) -> str:
+    """A playbook's output without its colours (Molecule's environment forces them on) and with its lines
+    joined, as one line of words."""
+    import re
+
+    return " ".join(re.sub(r"\x1b\[[0-9;]*m", "", output).split())
+
+
+def recap_changed(output: str, host: str) -> int | None:
+    """The changed count of a host in a playbook's PLAY RECAP."""
+    import re
+
+    found = re.search(rf"{re.escape(host)} : ok=\d+ changed=(\d+) ", plain(output))
+    return int(found.group(1)) if found else None
+
+
 def run_playbook(container: str, groups: list[str], playbook: str, extra_vars: dict | None = None, *args: str):
     """Run a playbook of this repository against a live Molecule container, with the repository's
     group_vars and the container in the given inventory groups. Returns (exit status, combined output)."""
