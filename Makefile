@@ -108,12 +108,13 @@ lint: $(VENV)/.installed $(PROMTOOL)
 	$(PROMTOOL) test rules tests/promtool/llmrig.rules.test.yml
 
 unit: $(VENV)/.installed $(PROMTOOL)
-	$(BIN)/pytest -q tests/unit
+	$(BIN)/pytest -q -n auto tests/unit
 
 molecule: image
 	mkdir -p $(CACHE)/ccache
 	for scenario in $(SCENARIOS); do \
-	  LLMRIG_TEST_IMAGE=$$(cat $(CACHE)/image-ref) molecule test -s $$scenario || exit 1; \
+	  LLMRIG_TEST_IMAGE=$$(cat $(CACHE)/image-ref) molecule test -s $$scenario 2>&1 | tee $(CACHE)/molecule-$$scenario.log \
+	    || { scripts/molecule-failures.sh $(CACHE)/molecule-$$scenario.log; exit 1; }; \
 	done
 
 test: lint unit molecule

@@ -6,12 +6,14 @@ import json
 import os
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
+import faults
 from faults import Outcome, stream
 
 REPO = Path(__file__).resolve().parents[1]
@@ -162,3 +164,41 @@ def stream_completion(model: str, max_tokens: int, on_first=None, timeout: float
 
 def router_pid(host) -> int:
     return int(host.run("systemctl show -p MainPID --value llmrig-gateway").stdout.strip())
+
+
+class Load:
+    """Completions to one model (gemma-a), one after the other with `pause` seconds between them, while a
+    playbook runs."""
+
+    def __init__(self, model: str = "gemma-a", pause: float = 0.05) -> None:
+        self.model = model
+        self.pause = pause
+        self.outcomes: list[faults.Outcome] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.pause):
+            self.outcomes.append(faults.complete(GATEWAY_URL, API_KEY, self.model, max_tokens=8, timeout=60))
+
+    def __enter__(self) -> Load:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def report(self, what: str) -> tuple[list, list]:
+        """(answers with an HTTP error, requests that broke off), printed; requests refused while the routers
+        changed (no connection, or the new router's 503 before it is ready) are counted apart."""
+        refused = [o for o in self.outcomes if o.refused]
+        http = [o for o in self.outcomes if o.status not in (0, 200) and not o.refused]
+        broken = [o for o in self.outcomes if o.status == 0 and not o.refused]
+        print(
+            f"\n{what}: {len(self.outcomes)} requests, {len(http)} HTTP errors, {len(broken)} broke off,"
+            f" {len(refused)} refused"
+        )
+        for outcome in (http + broken)[:5]:
+            print(f"  {outcome.status} {outcome.error}")
+        return http, broken
