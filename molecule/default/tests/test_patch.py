@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 
-from llmrig_testlib import TEST_HOST, Load, complete, run_playbook
+from llmrig_testlib import TEST_HOST, Load, complete, plain, recap_changed, run_playbook
 
 GROUPS = ["llm_servers", "llmrig_test"]
 DEFAULT_HOLDS = [
@@ -123,3 +123,11 @@ def test_pending_upgrades_are_installed_with_holds_checks_a_drained_restart_and_
     assert not http, [(o.status, o.error) for o in http]
     assert len(broken) <= 1, [(o.status, o.error) for o in broken]
     assert complete("gemma-a", max_tokens=4)["usage"]["completion_tokens"] > 0
+
+    # the same run again: nothing left to upgrade or restart, so nothing changes (the checks and the
+    # benchmark run, and write their report)
+    returncode, output = run_playbook(TEST_HOST, GROUPS, "patch.yml", extra)
+    assert returncode == 0, output[-4000:]
+    assert recap_changed(output, TEST_HOST) == 0, plain(output)[-3000:]
+    again = json.loads((max((tmp_path / TEST_HOST).iterdir()) / "report.json").read_text())
+    assert again["changed"] == [] and again["restarted"] == [] and again["failures"] == []
