@@ -32,6 +32,10 @@ def tune(spec: Path, vars_file: Path, reports: Path, *args: str) -> str:
         "llmrig_tune_vars_file": str(vars_file),
         "llmrig_tune_reports_dir": str(reports),
         "llmrig_tune_stress_cycles": 2,
+        # the test host's two CPUs also run Prometheus, the exporters and this test: two short stress cycles
+        # there drifted 8 % apart in CI with nothing wrong (the 5 % default is for a host that only serves;
+        # the drift rule itself is unit-tested in tests/unit/test_tune_engine.py)
+        "llmrig_tune_drift": 0.2,
     }
     returncode, output = run_playbook(TEST_HOST, GROUPS, "tune.yml", extra, *args)
     assert returncode == 0, output[-4000:]
