@@ -168,6 +168,19 @@ def test_the_report_fails_on_a_changed_held_package_and_a_slower_decode(tmp_path
     assert "FAILED: held package curl changed: 7.88.1-10+deb12u14 -> 7.88.1-10+deb12u15" in out
     assert "fast: decode_tps" in out and "worse than the 10% threshold" in out
     assert "(FAILS)" in (tmp_path / "report.md").read_text()
+    assert "GPU count" not in out  # 2 before and after
+
+
+def test_a_run_that_stopped_before_counting_the_gpus_again_is_not_called_a_gpu_change(tmp_path, monkeypatch):
+    before, after = runs(monkeypatch, 1.0)
+    write_run(tmp_path, before, after, ["nvidia-driver"])
+    state = json.loads((tmp_path / "state.json").read_text())
+    (tmp_path / "state.json").write_text(json.dumps(dict(state, gpus={"before": 2}, checked_after=False)))
+    assert main(["report", str(tmp_path), "--host", "rig1"]) == 0
+    state["gpus"] = {"before": 2, "after": 1}
+    (tmp_path / "state.json").write_text(json.dumps(state))
+    assert main(["report", str(tmp_path), "--host", "rig1"]) == 1
+    assert json.loads((tmp_path / "report.json").read_text())["failures"] == ["GPU count changed: 2 before, 1 after"]
 
 
 def test_the_cli_lists_held_packages_plan_and_reboot_reasons(tmp_path, capsys):

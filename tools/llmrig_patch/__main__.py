@@ -8,8 +8,8 @@
 
 DIR holds what the role fetched: packages-before.txt and packages-after.txt (dpkg-query), bench-before.json
 and bench-after.json (the harness's results), reboot-required.txt (/run/reboot-required and its .pkgs, when
-present), and state.json (the role's facts: held packages, reboot flag,
-units that mapped replaced files, restarts, GPU counts)."""
+present), and state.json (the role's facts: held packages, units that mapped replaced files, restarts, the
+reboot, GPU counts)."""
 
 from __future__ import annotations
 

@@ -4,6 +4,7 @@ whether the run failed."""
 
 from __future__ import annotations
 
+import fnmatch
 from typing import Any
 
 # kernel and microcode packages take effect only at a boot
@@ -13,8 +14,6 @@ BOOT_PACKAGES = ("linux-image-*", "intel-microcode", "amd64-microcode")
 def boot_reasons(changed: list[dict[str, Any]], flag: str | None) -> list[str]:
     """Why the host needs a reboot: Debian's /run/reboot-required (its content and .pkgs, if any), and
     every kernel or microcode package the upgrade changed."""
-    import fnmatch
-
     reasons = []
     if flag is not None:
         reasons.append(f"/run/reboot-required: {' '.join(flag.split()) or 'present'}")
@@ -39,7 +38,8 @@ def failures(data: dict[str, Any]) -> list[str]:
                 f" ({row['change']:+.1%}), worse than the {data['fail_at']:.0%} threshold"
             )
     gpus = data.get("gpus") or {}
-    if gpus.get("before") != gpus.get("after"):
+    # compared only when both were counted: a run that stopped before its checks after says why elsewhere
+    if "after" in gpus and gpus.get("before") != gpus["after"]:
         out.append(f"GPU count changed: {gpus.get('before')} before, {gpus.get('after')} after")
     return out
 
@@ -51,7 +51,8 @@ def markdown(data: dict[str, Any]) -> str:
     lines += ["## Checks", ""]
     gpus = data.get("gpus") or {}
     if gpus.get("before") is not None:
-        lines.append(f"- GPUs seen by nvidia-smi: {gpus['before']} before, {gpus['after']} after")
+        after = gpus.get("after", "not counted")
+        lines.append(f"- GPUs seen by nvidia-smi: {gpus['before']} before, {after} after")
     lines.append(f"- before: gateway healthy, every fleet model answered ({', '.join(data['models'])})")
     lines.append("- after: the same checks passed" if data["checked_after"] else "- after: not reached")
     lines += ["", f"## Packages ({len(data['changed'])} changed)", ""]

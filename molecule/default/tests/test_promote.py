@@ -11,11 +11,10 @@ returns the fleet to group_vars; the tests between (recovery, security, tuning) 
 from __future__ import annotations
 
 import json
-import threading
 import time
 
 import yaml
-from llmrig_testlib import TEST_HOST, plain, recap_changed, request, run_playbook
+from llmrig_testlib import TEST_HOST, Load, plain, recap_changed, request, run_playbook
 
 GROUPS = ["llm_servers", "llmrig_test"]
 QUICK = {
@@ -35,30 +34,6 @@ def completion(model: str) -> tuple[int, str]:
     body = {"model": model, "prompt": "def add(a, b):", "max_tokens": 8, "cache_prompt": False}
     status, body = request("POST", "/v1/completions", body)
     return status, body["choices"][0]["text"] if status == 200 else str(body)
-
-
-class Client:
-    """Calls the alias clients use, one request after another with short pauses, while a playbook runs."""
-
-    def __init__(self, model: str) -> None:
-        self.model, self.statuses, self.errors = model, [], []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.2):
-            status, text = completion(self.model)
-            self.statuses.append(status)
-            if status != 200:
-                self.errors.append(f"{time.strftime('%H:%M:%S')} {status} {text[:300]}")
-
-    def __enter__(self) -> Client:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def test_the_evaluation_picks_the_better_model_and_the_promotion_moves_its_name_without_a_failure(tmp_path):
@@ -88,15 +63,15 @@ def test_the_evaluation_picks_the_better_model_and_the_promotion_moves_its_name_
     cool_text = completion("gemma-cool")[1]
     vars_file = tmp_path / "host_vars" / TEST_HOST / "llmrig_promoted.yml"
     promote = {"llmrig_promote_candidate": "gemma-cool", "llmrig_promote_verdict": str(run_dir / "verdict.json")}
-    with Client("gemma-coder") as client:
+    # a client of the alias, one request after another with short pauses
+    with Load("gemma-coder", pause=0.2) as client:
         time.sleep(1)
         output = playbook("promote.yml", {**promote, "llmrig_promote_vars_file": str(vars_file)})
         time.sleep(1)
-    print(
-        f"\nclient of gemma-coder during the promotion: {len(client.statuses)} requests, statuses"
-        f" {sorted(set(client.statuses))}"
-    )
-    assert len(client.statuses) >= 10 and set(client.statuses) == {200}, client.errors
+    statuses = [outcome.status for outcome in client.outcomes]
+    print(f"\nclient of gemma-coder during the promotion: {len(statuses)} requests, statuses {sorted(set(statuses))}")
+    errors = [(o.status, o.answer or o.error) for o in client.outcomes if o.status != 200]
+    assert len(statuses) >= 10 and set(statuses) == {200}, errors
     assert "RUNNING HANDLER [llmrig_gateway : Drain the models whose preset changes, then reload the presets]" in output
     assert yaml.safe_load(vars_file.read_text()) == {"llmrig_fleet_promoted": {"gemma-hot": "gemma-cool"}}
     models = {m["id"]: m for m in request("GET", "/models")[1]["data"]}

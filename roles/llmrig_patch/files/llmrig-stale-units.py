@@ -85,13 +85,14 @@ def main() -> None:
     units: dict[str, set[str]] = {}
     unreadable = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
-        if unit_of(pid) is None:
+        unit = unit_of(pid)
+        if unit is None:
             continue
         paths = replaced(pid)
         if paths is None:
             unreadable.append(pid)
         elif paths:
-            units.setdefault(str(unit_of(pid)), set()).update(paths)
+            units.setdefault(unit, set()).update(paths)
     if unreadable and os.geteuid() == 0:
         for pid, paths in as_owner(unreadable).items():
             unit = unit_of(pid)
