@@ -85,8 +85,15 @@ class Outcome:
 
     @property
     def refused(self) -> bool:
-        """Turned away before any work was done: no connection, or the router's 503 while it starts."""
-        return self.status == 503 or (self.status == 0 and "Connection refused" in (self.error or ""))
+        """Turned away before any work was done: no connection, the router's 503 while it starts or drains, or
+        a connection reset before any answer. The last is a connection the kernel had queued on the port when
+        the stopping router closed it: the router never read the request, and a socket closed with unread
+        data sends a reset. A router that dies while it answers has read the request; its socket closes with
+        a FIN, which the client sees as RemoteDisconnected, a failure here."""
+        if self.status == 503:
+            return True
+        said = self.error or ""
+        return self.status == 0 and ("Connection refused" in said or "Connection reset by peer" in said)
 
 
 def _request(base: str, key: str | None, path: str, body: dict) -> urllib.request.Request:

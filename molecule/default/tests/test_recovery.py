@@ -147,7 +147,8 @@ def test_restart_lets_the_request_in_flight_finish(host):
 def test_restart_under_nonstop_load_cuts_no_request(host):
     """Two clients that never pause (one streams) leave the ExecStop drain no idle moment; it gives up at its
     bound, and the router's own drain (router-graceful-stop.patch) answers new requests 503 while the ones in
-    flight finish. Every request either succeeded or was turned away (503 or refused) to be sent again."""
+    flight finish. Every request either succeeded or was turned away (503, refused, or reset before any answer: a
+    connection queued on the port as the router closed it) to be sent again."""
     complete("gemma-a", max_tokens=1)
     stop, outcomes = threading.Event(), []
 
