@@ -63,6 +63,7 @@ def test_a_round_whose_model_is_not_resident_starts_with_a_timed_swap():
         "extra": {},
         "direct": False,
         "cold": False,
+        "before": [],
     }
 
 
@@ -301,3 +302,29 @@ def test_host_facts_record_the_gpus_and_the_tuning_status_and_the_report_shows_t
     report = write(results, tmp_path / "report").read_text()
     assert "- index 0, name NVIDIA GeForce RTX 4080 SUPER, clocks.sm 2610, clocks.mem 11501" in report
     assert "```\ngpu0 power_limit_w: configured 280, current 280\n```" in report
+
+
+def test_a_variant_s_before_command_runs_before_each_of_its_rounds_and_a_failure_stops_the_run(tmp_path, capsys):
+    """Variants that differ in a host setting: the command that sets it runs before each of the variant's
+    rounds, in the order the rounds run, and one that fails stops the run saying which."""
+    log = tmp_path / "order"
+    variants = {
+        "A": {"model": "fast", "before": ["sh", "-c", f"echo A >> {log}"]},
+        "B": {"model": "fast", "before": ["sh", "-c", f"echo B >> {log}"]},
+    }
+    workload = dict(WORKLOAD, concurrency=[1], repetitions=2, variants=variants)
+    with endpoint() as url:
+        results = run(parse(workload), url, "k")
+        firsts = [r["variant"] for r in results["records"] if r["prompt_id"] == "short-0"]
+        assert log.read_text().split() == firsts == ["B", "A", "A", "B", "B", "A"]  # warm-up, then two rounds
+        assert [b["variant"] for b in results["before"]] == firsts and results["variants"]["A"]["before"]
+        failing = {"model": "fast", "before": ["sh", "-c", "echo no >&2; exit 4"]}
+        broken = dict(workload, variants=dict(variants, B=failing))
+        path = tmp_path / "broken.json"
+        path.write_text(json.dumps(broken))
+        key = tmp_path / "key"
+        key.write_text("k\n")
+        assert main(["run", str(path), "--url", url, "--key-file", str(key), "--out", str(tmp_path / "r.json")]) == 1
+    assert "variant 'B': its before command sh exited 4: no; the run stopped" in capsys.readouterr().err
+    with pytest.raises(WorkloadError, match=r"variants.A.before': a command as a list of strings"):
+        parse(dict(workload, variants={"A": {"model": "m", "before": "sh -c true"}}))

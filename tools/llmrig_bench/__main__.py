@@ -146,10 +146,14 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if any(row["failed"] for row in result["cycles"]) else 0
 
     if args.command == "run":
-        from .runner import run
+        from .runner import BeforeFailed, run
 
         key = args.key_file.read_text(encoding="utf-8").strip()
-        results = run(workload, args.url, key, build=args.build)
+        try:
+            results = run(workload, args.url, key, build=args.build)
+        except BeforeFailed as exc:
+            print(f"llmrig-bench: {workload.name}: {exc}; the run stopped", file=sys.stderr)
+            return 1
         args.out.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
         records = results["records"]
         failed = sum(1 for r in records if r["status"] != 200 or r["error"] is not None)

@@ -198,10 +198,26 @@ def swap_probe(
     return record
 
 
+class BeforeFailed(RuntimeError):
+    """A variant's `before` command failed: the setting it was to make is not known to be in place."""
+
+
+def before(variant: Variant) -> dict[str, Any]:
+    """Run the variant's `before` command; a record of it (kept with the requests, not counted as one)."""
+    began = time.monotonic()
+    done = subprocess.run(variant.before, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        said = (done.stderr or done.stdout).strip().splitlines()[-3:]
+        command = f"its before command {variant.before[0]} exited {done.returncode}"
+        raise BeforeFailed(f"variant {variant.name!r}: {command}: {' '.join(said)}")
+    return {"before": variant.before, "seconds": time.monotonic() - began, "said": done.stdout.strip()[-500:]}
+
+
 def run(workload: Workload, base_url: str, key: str, *, build: str = "", timeout: float = 600) -> dict[str, Any]:
     """All records of the workload, with what is needed to read them later."""
     started = time.time()
     records: list[dict[str, Any]] = []
+    befores: list[dict[str, Any]] = []  # the variants' before commands, as they ran
     # where each model's counters stand before the run (a process that is already up has counted before)
     counters: list[dict[str, Any]] = [
         dict(spec_counters(base_url, key, model), variant=None, concurrency=None, round=None)
@@ -213,6 +229,8 @@ def run(workload: Workload, base_url: str, key: str, *, build: str = "", timeout
             # fall on every variant alike
             turn = number % len(workload.variants)
             for variant in workload.variants[turn:] + workload.variants[:turn]:
+                if variant.before:
+                    befores.append(dict(before(variant), variant=variant.name, concurrency=level, round=number))
                 models = _router_models(base_url, key)  # one reading for the round's swap decision
                 if variant.model not in loaded(models):
                     dropped = evict(model_option(models, variant.model, "--model")) if variant.cold else None
@@ -233,7 +251,14 @@ def run(workload: Workload, base_url: str, key: str, *, build: str = "", timeout
         "stream": workload.stream,
         "max_tokens": workload.max_tokens,
         "variants": {
-            v.name: {"model": v.model, "sampling": v.sampling, "extra": v.extra, "direct": v.direct, "cold": v.cold}
+            v.name: {
+                "model": v.model,
+                "sampling": v.sampling,
+                "extra": v.extra,
+                "direct": v.direct,
+                "cold": v.cold,
+                "before": v.before,
+            }
             for v in workload.variants
         },
         "started": started,
@@ -242,6 +267,7 @@ def run(workload: Workload, base_url: str, key: str, *, build: str = "", timeout
         "host": host_facts(),
         "router_models": _router_models(base_url, key),
         "spec_counters": counters,
+        "before": befores,
         "records": records,
     }
 

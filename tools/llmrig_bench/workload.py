@@ -19,7 +19,10 @@ A variant may also override sampling (`sampling: {...}`) or add request fields (
 gave it), not through the router: the router's overhead, measured side by side. Direct variants need the
 harness on the inference host, where `playbooks/bench.yml` runs it. With `cold: true`, the variant's model
 file is dropped from the page cache before each swap into it, so that swap reads the file from disk: cold
-against warm swaps, or proof that a file kept in the page cache stays there (on the host, too).
+against warm swaps, or proof that a file kept in the page cache stays there (on the host, too). With
+`before: [program, arg, ...]` that command runs before each of the variant's rounds (warm-up included) and
+must exit 0, or the run stops: variants that differ in a setting of the host rather than of a preset (a GPU
+clock offset, applied by playbooks/tune.yml through the drained hold), interleaved like any others.
 """
 
 from __future__ import annotations
@@ -69,6 +72,7 @@ class Variant:
     extra: dict[str, Any] = field(default_factory=dict)
     direct: bool = False
     cold: bool = False
+    before: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -146,12 +150,15 @@ def parse(data: Any) -> Workload:
     for vname, spec in variants_spec.items():
         if not isinstance(spec, dict) or not isinstance(spec.get("model"), str):
             raise WorkloadError(f"workload {name!r}: field 'variants.{vname}.model' is required")
-        unknown = set(spec) - {"model", "sampling", "extra", "direct", "cold"}
+        unknown = set(spec) - {"model", "sampling", "extra", "direct", "cold", "before"}
         if unknown:
             raise WorkloadError(f"workload {name!r}: field 'variants.{vname}': unknown fields {sorted(unknown)}")
         for flag in ("direct", "cold"):
             if not isinstance(spec.get(flag, False), bool):
                 raise WorkloadError(f"workload {name!r}: field 'variants.{vname}.{flag}': true or false")
+        before = spec.get("before", [])
+        if not isinstance(before, list) or not all(isinstance(arg, str) and arg for arg in before):
+            raise WorkloadError(f"workload {name!r}: field 'variants.{vname}.before': a command as a list of strings")
         variants.append(
             Variant(
                 name=str(vname),
@@ -160,6 +167,7 @@ def parse(data: Any) -> Workload:
                 extra=dict(spec.get("extra") or {}),
                 direct=spec.get("direct", False),
                 cold=spec.get("cold", False),
+                before=list(before),
             )
         )
     warmup = data.get("warmup", 1)

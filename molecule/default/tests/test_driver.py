@@ -73,3 +73,28 @@ def test_a_branch_change_releases_the_holds_and_installs_the_requested_branch(ho
     returncode, output = run_playbook(TEST_HOST, ["nvidia_gpus", "llmrig_test"], "gpu.yml", None, *DRIVER_ONLY)
     assert returncode == 0, output[-3000:]
     assert "-> 535 installed" not in re.sub(r"\s+", " ", output)
+
+
+def test_a_gpu_settings_change_is_applied_inside_the_gateway_s_hold_and_undone(host):
+    """A live GPU settings change (power limit, clock offsets) must never land under a request in flight:
+    the role's apply runs inside llmrig-gateway-drain --hold while the gateway serves. Without a driver the
+    tool itself changes nothing here and says so; the hold around it is what is checked."""
+    config = "/etc/llmrig/gpu-tuning.json"
+    before = host.file(config).content_string
+    tuned = {"llmrig_gpu_tuning_gpus": [{"index": 0, "power_limit_w": 250}]}
+    args = ("--tags", "llmrig_gpu_tuning_configure", "-v")
+    try:
+        returncode, output = run_playbook(TEST_HOST, ["nvidia_gpus", "llmrig_test"], "gpu.yml", tuned, *args)
+        assert returncode == 0, output[-3000:]
+        applied = output.split("RUNNING HANDLER [llmrig_gpu_tuning : Apply llmrig GPU tuning]")[1]
+        assert "/usr/local/sbin/llmrig-gateway-drain" in applied and "--hold" in applied, applied[:2000]
+        assert "held the router" in applied and "systemctl exited 0" in applied, applied[:2000]
+        assert '"power_limit_w": 250' in host.file(config).content_string
+        journal = host.run("journalctl -u llmrig-gpu-tuning --no-pager -n 20 -o cat").stdout
+        assert "nothing to apply" in journal, journal
+        returncode, output = run_playbook(TEST_HOST, ["nvidia_gpus", "llmrig_test"], "gpu.yml", tuned, *args)
+        assert returncode == 0 and "RUNNING HANDLER" not in output, output[-3000:]
+    finally:
+        returncode, output = run_playbook(TEST_HOST, ["nvidia_gpus", "llmrig_test"], "gpu.yml", None, *args)
+    assert returncode == 0, output[-3000:]
+    assert host.file(config).content_string == before

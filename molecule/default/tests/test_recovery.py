@@ -19,6 +19,7 @@ from llmrig_testlib import (
     API_KEY,
     GATEWAY_URL,
     TEST_HOST,
+    Load,
     complete,
     model_children,
     request,
@@ -179,6 +180,49 @@ def test_restart_under_nonstop_load_cuts_no_request(host):
     assert served > 0
     log = host.run("journalctl -u %s --no-pager -n 200 -o cat", UNIT).stdout
     assert re.search(r"drained: 0 requests still in flight", log), log[-2000:]
+
+
+def test_a_hold_runs_a_command_with_no_request_in_flight_and_clients_only_wait(host):
+    """The in-flight rule for GPU settings (llmrig-gateway-drain --hold): while clients keep sending, the
+    command runs with the router stopped and no model processing anything; the requests that arrive
+    meanwhile wait for it (the held two seconds show in their time) and none fails."""
+    complete("gemma-a", max_tokens=1)
+    pid = router_pid(host)
+    # what the command sees: the router's state and the requests its model processes are working on
+    look = (
+        "import os, re, urllib.request\n"
+        f"pid = {pid}\n"
+        "print(open(f'/proc/{pid}/stat').read().rsplit(')', 1)[1].split()[0])\n"
+        "key = open('/etc/llmrig/api-key').readline().strip()\n"
+        "for child in filter(str.isdigit, os.listdir('/proc')):\n"
+        "    try:\n"
+        "        if f'PPid:\\t{pid}\\n' not in open(f'/proc/{child}/status').read(): continue\n"
+        "        args = open(f'/proc/{child}/cmdline').read().split('\\0')\n"
+        "    except OSError: continue\n"
+        "    if '--port' not in args: continue\n"
+        "    req = urllib.request.Request(f'http://127.0.0.1:{args[args.index(\"--port\") + 1]}/metrics',\n"
+        "        headers={'Authorization': 'Bearer ' + key})\n"
+        "    text = urllib.request.urlopen(req, timeout=5).read().decode()\n"
+        "    print('\\n'.join(re.findall(r'^llamacpp:requests_(?:processing|deferred) .*$', text, re.M)))\n"
+    )
+    with Load("gemma-a", pause=0.3) as load:
+        time.sleep(2)
+        held = host.run(
+            "/usr/local/sbin/llmrig-gateway-drain http://127.0.0.1:8080 /etc/llmrig/api-key 30"
+            " --hold llmrig-gateway -- sh -c 'python3 -c \"$1\" && sleep 2' look %s",
+            look,
+        )
+        time.sleep(2)
+    assert held.rc == 0, (held.stdout, held.stderr)
+    lines = held.stdout.splitlines()
+    assert lines[0] == "T", held.stdout  # the router was stopped
+    counts = [float(line.split()[1]) for line in lines if line.startswith("llamacpp:")]
+    assert counts and not any(counts), held.stdout  # every model process was idle
+    assert "held the router" in held.stdout
+    assert router_pid(host) == pid and host.run("cut -d' ' -f3 /proc/%s/stat", str(pid)).stdout.strip() in "SR"
+    http, broken = load.report("hold under load")
+    assert not http and not broken and not [o for o in load.outcomes if o.refused]
+    assert max(o.seconds for o in load.outcomes) >= 1.5  # a request waited out the hold
 
 
 def test_model_process_refuses_requests_without_the_key(host):

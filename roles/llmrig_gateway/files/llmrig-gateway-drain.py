@@ -15,13 +15,26 @@ models only (the ones whose preset changed, which the reload stops, cutting thei
 asks the router to re-read the presets (GET /models?reload=1) the moment they are idle, polling faster, so
 that a new request has as little time as possible to start in between. After the timeout it reloads anyway.
 
-Usage: llmrig-gateway-drain URL KEY_FILE TIMEOUT_SECONDS [--reload MODELS]
+With --hold ROUTER -- COMMAND... it runs COMMAND while no request is in flight on any model and none can
+start: a GPU setting (clock offsets, power limit) changes every model on the card at once, and must never
+change under a request (the reference rig saw a clock change degrade a stream in flight). It waits until the
+models are idle, stops the router process (SIGSTOP: new connections wait in the kernel's queue, nothing is
+refused or proxied), reads each model process's own /metrics to be sure no request slipped in (one did: the
+router goes on, and the wait starts again), runs COMMAND (at most HOLD_LIMIT_S), and lets the router go on
+(SIGCONT) whatever happened. A guard process continues the router after HOLD_LIMIT_S should this script die.
+ROUTER is the router's PID or its systemd unit. The exit status is COMMAND's; 75 when the models were never
+idle within the timeout (COMMAND did not run).
+
+Usage: llmrig-gateway-drain URL KEY_FILE TIMEOUT_SECONDS [--reload MODELS | --hold ROUTER -- COMMAND...]
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import subprocess
 import sys
 import time
 import urllib.error
@@ -35,6 +48,10 @@ RELOAD_POLL_S = 0.02
 # past any stop-timeout a fleet would use.
 RELOAD_TIMEOUT_S = 120
 BUSY = re.compile(r"^llamacpp:requests_(processing|deferred) (\S+)$", re.M)
+# the longest the router is held stopped for a --hold command; the guard continues it after this
+HOLD_LIMIT_S = float(os.environ.get("LLMRIG_DRAIN_HOLD_LIMIT_S", "30"))
+# --hold: the models were not idle within the timeout, so the command did not run (EX_TEMPFAIL)
+NOT_IDLE = 75
 
 
 def get(url: str, key: str, timeout: float = 5) -> str:
@@ -68,8 +85,97 @@ def reload(base: str, key: str) -> int:
     return 0
 
 
+def loaded_ports(base: str, key: str) -> dict[str, int]:
+    """The port of each running model's own llama-server (its --port in the router's GET /models)."""
+    ports = {}
+    for model in json.loads(get(f"{base}/models", key))["data"]:
+        args = model["status"].get("args") or []
+        if model["status"]["value"] == "loaded" and "--port" in args:
+            ports[model["id"]] = int(args[args.index("--port") + 1])
+    return ports
+
+
+def busy_directly(ports: dict[str, int], key: str) -> int:
+    """Requests in progress or waiting in the model processes, read from each one's own /metrics (the
+    router may be stopped). A process that does not answer is not serving anything."""
+    total = 0
+    for port in ports.values():
+        try:
+            text = get(f"http://127.0.0.1:{port}/metrics", key)
+        except OSError:
+            continue
+        total += sum(int(float(value)) for _, value in BUSY.findall(text))
+    return total
+
+
+def router_pid(router: str) -> int:
+    """The router's PID; 0 when its unit has no running main process."""
+    if router.isdigit():
+        return int(router)
+    found = subprocess.run(
+        ["systemctl", "show", "--property=MainPID", "--value", router], capture_output=True, text=True, check=False
+    )
+    return int(found.stdout.strip() or 0)
+
+
+def idle_ports(base: str, key: str) -> dict[str, int] | None:
+    """The running models' ports when none has a request in flight; None when one has, or the router does
+    not answer (it may be starting: wait)."""
+    try:
+        return loaded_ports(base, key) if busy(base, key) == 0 else None
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def hold(base: str, key: str, timeout: float, router: str, command: list[str]) -> int:
+    """Run `command` while no request is in flight and the router is stopped (see the module's doc)."""
+    pid = router_pid(router)
+    if pid <= 0:  # no router, no request: the command runs as it is
+        done = subprocess.run(command, timeout=HOLD_LIMIT_S, check=False).returncode
+        print(f"llmrig-gateway-drain: {router} is not running, nothing to hold; {command[0]} exited {done}")
+        return done
+    deadline, start, attempts = time.monotonic() + timeout, time.monotonic(), 0
+    while True:
+        ports = idle_ports(base, key)
+        if ports is not None:
+            os.kill(pid, signal.SIGSTOP)
+            guard = subprocess.Popen(  # continues the router should this script die while it is held
+                ["sh", "-c", f"sleep {HOLD_LIMIT_S:g}; kill -CONT {pid}"], start_new_session=True
+            )
+            try:
+                if busy_directly(ports, key) == 0:
+                    held = time.monotonic()
+                    try:
+                        done = subprocess.run(command, timeout=HOLD_LIMIT_S, check=False).returncode
+                    except subprocess.TimeoutExpired:
+                        print(f"llmrig-gateway-drain: {command[0]} ran past {HOLD_LIMIT_S} s", file=sys.stderr)
+                        done = 1
+                    print(
+                        f"llmrig-gateway-drain: held the router {time.monotonic() - held:.2f} s with no request"
+                        f" in flight, after {time.monotonic() - start:.1f} s and {attempts} request(s) that"
+                        f" slipped in; {command[0]} exited {done}"
+                    )
+                    return done
+                attempts += 1
+            finally:
+                os.kill(pid, signal.SIGCONT)
+                os.killpg(guard.pid, signal.SIGKILL)
+                guard.wait()
+        if time.monotonic() >= deadline:
+            print(
+                f"llmrig-gateway-drain: the models were not idle within {timeout:g} s; {command[0]} did not run",
+                file=sys.stderr,
+            )
+            return NOT_IDLE
+        time.sleep(RELOAD_POLL_S)
+
+
 def main(argv: list[str]) -> int:
     base, key_file, timeout = argv[1].rstrip("/"), argv[2], float(argv[3])
+    if len(argv) > 7 and argv[4] == "--hold" and argv[6] == "--":
+        with open(key_file, encoding="utf-8") as handle:
+            key = handle.readline().strip()
+        return hold(base, key, timeout, argv[5], argv[7:])
     reloading = len(argv) > 5 and argv[4] == "--reload"
     only = {name for name in argv[5].split(",") if name} if reloading else None
     poll = RELOAD_POLL_S if reloading else POLL_S
