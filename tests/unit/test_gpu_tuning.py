@@ -333,3 +333,37 @@ def test_textfile_is_skipped_when_its_directory_is_missing(tmp_path, capsys):
     )
     assert "does not exist; no textfile written" in capsys.readouterr().out
     assert not missing.exists()
+
+
+def test_a_tuning_run_s_switches_leave_the_card_at_each_variant_s_value_and_a_refused_one_changes_nothing(
+    tmp_path, capsys
+):
+    """playbooks/tune.yml's GPU steps through the CLI as the drained hold runs it: configs made by the
+    collection's filter from the role's config (baseline without the setting, candidate with it), switched
+    in the A/B order with the real state file. Going back to the baseline restores the card's default; a
+    value outside the card's range exits 1 with the reason (the step is then not measured) and the card
+    keeps what it had."""
+    from ansible_collections.llmrig.serving.plugins.module_utils._tune import gpu_config_with
+
+    gpu = FakeGpu(uuid="GPU-aaaa", offset_range=(-1000, 1500))
+    role_config = {"gpus": [{"index": 0, "uuid": "GPU-aaaa", "power_limit_w": 250}]}
+    state = tmp_path / "state.json"
+    configs = {}
+    for name, value in (("baseline", None), ("candidate", 1000), ("too-far", 2000)):
+        configs[name] = tmp_path / f"{name}.json"
+        configs[name].write_text(json.dumps(gpu_config_with(role_config, 0, "memory_clock_offset_mhz", value)))
+
+    def switch(name: str) -> int:
+        argv = ["apply", "--config", str(configs[name]), "--state", str(state)]
+        return tuning.main(argv, backend_factory=lambda: FakeBackend(gpu))
+
+    seen = []
+    for name in ("baseline", "candidate", "baseline", "candidate", "baseline"):
+        assert switch(name) == 0
+        seen.append((gpu.power, gpu.offsets["memory"]))
+    assert seen == [(250, 0), (250, 1000), (250, 0), (250, 1000), (250, 0)]
+    capsys.readouterr()
+    assert switch("too-far") == 1
+    assert "2000 MHz is outside the driver's range -1000 to 1500 MHz" in capsys.readouterr().err
+    assert (gpu.power, gpu.offsets["memory"]) == (250, 0)
+    assert switch("baseline") == 0 and (gpu.power, gpu.offsets["memory"]) == (250, 0)

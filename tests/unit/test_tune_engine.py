@@ -3,11 +3,16 @@ evidence, the order of steps, and which value is kept."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from llmrig_tune.engine import Evidence, Limits, TuneError, best, judge, next_values, parse_knob, skip_rest, summary
 
 FLEET_KNOB = {"knob": {"kind": "fleet", "model": "gemma-a", "field": "threads"}, "values": [1, 3]}
-GPU_KNOB = {"knob": {"kind": "gpu", "gpu": 0, "setting": "mem_offset_mhz"}, "values": [250, 500, 750, 1000]}
+GPU_KNOB = {
+    "knob": {"kind": "gpu", "gpu": 0, "setting": "memory_clock_offset_mhz", "model": "m"},
+    "values": [250, 500, 750, 1000],
+}
 
 
 def good(change: float = 0.05, verdict: str = "improved") -> Evidence:
@@ -24,7 +29,8 @@ def test_knobs_are_parsed_with_their_order():
     )
     assert fleet.label == "fleet entry 'gemma-a' field 'threads'"
     gpu = parse_knob(GPU_KNOB)
-    assert gpu.ordered and gpu.label == "GPU 0 mem_offset_mhz"  # offsets push further: ordered by default
+    assert gpu.label == "GPU 0 memory_clock_offset_mhz (measured on 'm')"
+    assert gpu.ordered  # offsets push further: ordered by default
     assert not parse_knob(dict(GPU_KNOB, ordered=False)).ordered
 
 
@@ -34,15 +40,17 @@ def test_knobs_are_parsed_with_their_order():
         ([], "a knob is a mapping"),
         ({"knob": {"kind": "bios"}, "values": [1]}, "field 'knob.kind': one of fleet, gpu"),
         ({"knob": {"kind": "fleet", "model": "m"}, "values": [1]}, "field 'knob.field' is required"),
-        ({"knob": {"kind": "gpu", "gpu": -1, "setting": "power_limit_w"}, "values": [1]}, "field 'knob.gpu'"),
-        ({"knob": {"kind": "gpu", "gpu": 0, "setting": "fan"}, "values": [1]}, "field 'knob.setting'"),
+        ({"knob": {"kind": "gpu", "gpu": -1, "setting": "power_limit_w", "model": "m"}, "values": [1]}, "'knob.gpu'"),
+        ({"knob": {"kind": "gpu", "gpu": 0, "setting": "fan", "model": "m"}, "values": [1]}, "field 'knob.setting'"),
+        ({"knob": {"kind": "gpu", "gpu": 0, "setting": "power_limit_w"}, "values": [1]}, "'knob.model' is required"),
+        (dict(GPU_KNOB, values=[250, "fast"]), "field 'values': whole numbers (memory_clock_offset_mhz), got 'fast'"),
         (dict(FLEET_KNOB, values=[]), "field 'values': a non-empty list"),
         (dict(FLEET_KNOB, values=[2, 2]), "field 'values': a value appears twice"),
         (dict(FLEET_KNOB, ordered="yes"), "field 'ordered': true or false"),
     ],
 )
 def test_bad_knobs_are_refused_naming_the_field(data, message):
-    with pytest.raises(TuneError, match=message.replace("(", r"\(")):
+    with pytest.raises(TuneError, match=re.escape(message)):
         parse_knob(data)
 
 

@@ -186,3 +186,106 @@ def test_steps_are_judged_decided_and_reported_from_the_run_directory(tmp_path, 
     assert main(["report", str(run)]) == 0
     report = (run / "report.md").read_text()
     assert "**Rolled back** to the values before the run: Check that each" in report and "Written to" not in report
+
+
+GPUS = [{"index": 0, "power_limit_w": 250, "persistence_mode": True}, {"index": 1, "memory_clock_offset_mhz": 500}]
+
+
+def gpu_knob(gpu: int = 0, setting: str = "memory_clock_offset_mhz") -> dict:
+    return {"knob": {"kind": "gpu", "gpu": gpu, "setting": setting, "model": "m"}, "values": [1000]}
+
+
+def test_gpu_values_kept_by_tuning_lie_over_the_role_s_list_by_index():
+    tuned = FILTERS["tune_gpu_kept"]([], gpu_knob(), 1000)
+    tuned = FILTERS["tune_gpu_kept"](tuned, gpu_knob(1), 750)
+    tuned = FILTERS["tune_gpu_kept"](tuned, gpu_knob(0, "power_limit_w"), 230)
+    assert tuned == [
+        {"index": 0, "memory_clock_offset_mhz": 1000, "power_limit_w": 230},
+        {"index": 1, "memory_clock_offset_mhz": 750},
+    ]
+    merged = FILTERS["gpu_tuning_settings"](GPUS, tuned)
+    assert merged == [
+        {"index": 0, "power_limit_w": 230, "persistence_mode": True, "memory_clock_offset_mhz": 1000},
+        {"index": 1, "memory_clock_offset_mhz": 750},
+    ]
+    assert GPUS[0]["power_limit_w"] == 250  # the role's own list is untouched
+    assert FILTERS["gpu_tuning_settings"]([], [{"index": 2, "power_limit_w": 200}]) == [
+        {"index": 2, "power_limit_w": 200}
+    ]
+    assert FILTERS["tune_gpu_current"](gpu_knob(), GPUS, []) is None  # not set: left as the card has it
+    assert FILTERS["tune_gpu_current"](gpu_knob(1), GPUS, []) == 500
+    assert FILTERS["tune_gpu_current"](gpu_knob(0, "power_limit_w"), GPUS, tuned) == 230
+    with pytest.raises(AnsibleFilterError, match=r"field 'llmrig_gpu_tuning_tuned': a list of GPU entries"):
+        FILTERS["gpu_tuning_settings"](GPUS, {"0": {"power_limit_w": 1}})
+
+
+def test_a_gpu_step_s_tool_config_sets_one_setting_of_one_card():
+    config = {"gpus": [{"index": 0, "uuid": "GPU-abc", "power_limit_w": 250}]}
+    assert FILTERS["tune_gpu_config"](config, gpu_knob(), 1000) == {
+        "gpus": [{"index": 0, "uuid": "GPU-abc", "power_limit_w": 250, "memory_clock_offset_mhz": 1000}]
+    }
+    assert FILTERS["tune_gpu_config"](config, gpu_knob(1), 500)["gpus"][1] == {
+        "index": 1,
+        "memory_clock_offset_mhz": 500,
+    }
+    assert FILTERS["tune_gpu_config"](config, gpu_knob(0, "power_limit_w"), None) == {
+        "gpus": [{"index": 0, "uuid": "GPU-abc"}]
+    }
+    assert config["gpus"][0]["power_limit_w"] == 250
+
+
+def test_a_gpu_knob_s_steps_a_value_the_card_refused_and_the_kept_gpu_values_in_the_report(tmp_path, capsys):
+    """The GPU branch's decision logic on files laid out as gpu_step.yml writes them: a value set and
+    measured in full, the next one refused by the tuning tool (outside the card's range: not measured), and
+    the ordered knob's last value not tried."""
+    run = tmp_path / "run"
+    knob_dir = run / "knob-1"
+    first, refused = knob_dir / "step-1", knob_dir / "step-2"
+    for path in (first, refused):
+        path.mkdir(parents=True)
+    gpu = dict(gpu_knob(), values=[500, 1000, 1500])
+    (knob_dir / "knob.json").write_text(json.dumps({"knob": gpu, "baseline": None, "untried": [], "trials": []}))
+    (first / "applied.json").write_text(json.dumps({"ok": True, "said": "held the router 0.12 s"}))
+    (first / "determinism.json").write_text(json.dumps({"ok": True, "divergence": None}))
+    variants = {"baseline": {}, "candidate": {}, "control": {}}
+    (first / "results.json").write_text(json.dumps({"variants": variants, "records": []}))
+    comparisons = [
+        {"metric": "decode_tps candidate v baseline @1", "verdict": "improved", "change": 0.041},
+        {"metric": "decode_tps control v baseline @1", "verdict": "no change", "change": -0.002},
+    ]
+    (first / "comparisons.json").write_text(json.dumps(comparisons))
+    (first / "stress.json").write_text(
+        json.dumps({"cycles": [{"failed": 0, "drift": None}, {"failed": 0, "drift": 0.0}]})
+    )
+    assert main(["step", str(first), "--value", "500"]) == 0
+    assert capsys.readouterr().out == "500: passed\n"
+    said = "gpu0 memory_clock_offset_mhz: failed (wanted 1000, read back 500): 1000 MHz is outside the driver's range"
+    (refused / "applied.json").write_text(json.dumps({"ok": False, "said": said}))
+    assert main(["step", str(refused), "--value", "1000"]) == 0
+    assert capsys.readouterr().out == f"1000: failed: could not be applied: {said}\n"
+    assert json.loads((refused / "step.json").read_text())["evidence"]["measured"] == ["apply"]
+    assert main(["summary", str(knob_dir)]) == 0
+    assert capsys.readouterr().out == "keep 500: passed every check and decoded +4.1% against llama-server's default\n"
+    summary = json.loads((knob_dir / "summary.json").read_text())
+    assert summary["kept"] == 500 and summary["steps"][2]["skipped"].startswith("not tried: the step to 1000 failed")
+    applied = {
+        "changed": True,
+        "before": {},
+        "tuned": {},
+        "gpus_before": [],
+        "gpus_tuned": [{"index": 0, "memory_clock_offset_mhz": 500}],
+        "vars_file": "inventory/host_vars/h/llmrig_tune.yml",
+        "post_check": "deterministic: 4 prompts, 128 tokens compared",
+        "rolled_back": None,
+    }
+    spec = parse_spec({"name": "g", "knobs": [gpu]}).as_dict()
+    info = {"host": "h", "started": "20261203T000000", "spec": spec, "spec_path": "g.yml", "build": "b1"}
+    info |= {"stress_cycles": 6, "threshold": 0.02, "limits": {"acceptance_drop": 0.05, "drift": 0.05}}
+    (run / "run.json").write_text(json.dumps(info | {"applied": applied}))
+    assert main(["report", str(run)]) == 0
+    report = (run / "report.md").read_text()
+    assert "## GPU 0 memory_clock_offset_mhz (measured on 'm')" in report
+    assert f"| `1000` | not set | | | | | failed | could not be applied: {said} |" in report
+    assert 'GPU values now: `[{"index": 0, "memory_clock_offset_mhz": 500}]` (were `[]`)' in report
+    assert "Tuned values now" not in report
+    assert "(llmrig_fleet_tuned, llmrig_gpu_tuning_tuned), which every converge reads" in report

@@ -6,7 +6,8 @@
     python -m llmrig_tune report DIR               the run's report.md from its knobs and what was applied
 
 A step's directory holds determinism.json and, when those ran, results.json with comparisons.json (the
-harness's report) and stress.json. Bad input exits 2 with one line naming the field."""
+harness's report) and stress.json; a GPU step also applied.json ({"ok": false, "said": ...} when the tuning
+tool could not set the value, and nothing else). Bad input exits 2 with one line naming the field."""
 
 from __future__ import annotations
 
@@ -38,7 +39,13 @@ def optional(path: Path) -> Any:
 def step(args: argparse.Namespace) -> int:
     work = args.dir
     results, comparisons = optional(work / "results.json"), optional(work / "comparisons.json")
-    found = evidence(load(work / "determinism.json"), results, comparisons, optional(work / "stress.json"))
+    found = evidence(
+        optional(work / "determinism.json"),
+        results,
+        comparisons,
+        optional(work / "stress.json"),
+        optional(work / "applied.json"),
+    )
     limits = Limits(acceptance_drop=args.acceptance_drop, drift=args.drift)
     outcome = judge(json.loads(args.value), found, limits)
     (work / "step.json").write_text(json.dumps(outcome.as_dict(), indent=1) + "\n", encoding="utf-8")

@@ -3,7 +3,8 @@
 A knob is one setting with candidate values, tried in the order given:
 
     knob: {kind: fleet, model: gemma-a, field: threads}          # a fleet entry's field (any host)
-    knob: {kind: gpu, gpu: 0, setting: mem_offset_mhz}           # an NVML setting of the tuning tool
+    knob: {kind: gpu, gpu: 0, setting: memory_clock_offset_mhz, model: gemma-a}
+                      # an NVML setting of the GPU tuning tool (llmrig_gpu_tuning), measured on that model
     values: [1, 2, 3]
     ordered: true     # values that push further with each step (clock offsets, power): stop at the first
                       # step that fails, as the steps above it would push further still
@@ -21,8 +22,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-KINDS = {"fleet": ("model", "field"), "gpu": ("gpu", "setting")}
-GPU_SETTINGS = ("mem_offset_mhz", "graphics_offset_mhz", "power_limit_w")
+KINDS = {"fleet": ("model", "field"), "gpu": ("gpu", "setting", "model")}
+# the GPU tuning tool's own names (roles/llmrig_gpu_tuning, llmrig_gpu_tuning_gpus)
+GPU_SETTINGS = ("memory_clock_offset_mhz", "graphics_clock_offset_mhz", "power_limit_w")
 
 
 class TuneError(ValueError):
@@ -40,7 +42,7 @@ class Knob:
     def label(self) -> str:
         if self.kind == "fleet":
             return f"fleet entry {self.target['model']!r} field {self.target['field']!r}"
-        return f"GPU {self.target['gpu']} {self.target['setting']}"
+        return f"GPU {self.target['gpu']} {self.target['setting']} (measured on {self.target['model']!r})"
 
 
 def parse_knob(data: Any) -> Knob:
@@ -61,6 +63,11 @@ def parse_knob(data: Any) -> Knob:
             raise TuneError(f"field 'knob.gpu': a GPU index, got {target['gpu']!r}")
         if target["setting"] not in GPU_SETTINGS:
             raise TuneError(f"field 'knob.setting': one of {', '.join(GPU_SETTINGS)}, got {target['setting']!r}")
+        if not isinstance(target["model"], str) or not target["model"]:
+            raise TuneError(f"field 'knob.model': the fleet model the steps measure, got {target['model']!r}")
+        for value in data.get("values") or []:
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise TuneError(f"field 'values': whole numbers ({target['setting']}), got {value!r}")
     values = data.get("values")
     if not isinstance(values, list) or not values:
         raise TuneError("field 'values': a non-empty list of candidate values")
@@ -89,6 +96,9 @@ class Evidence:
     change: float = 0.0  # relative change of the median decode rate
     control: str | None = None  # the A/A control's verdict (the baseline against itself): the run's noise
     measured: list[str] = field(default_factory=list)  # what ran: determinism, ab, stress (a failure ends it)
+    # a GPU step whose value the tuning tool could not set and read back (out of range, not supported): what
+    # it said; nothing was measured
+    apply_error: str | None = None
 
 
 @dataclass
@@ -114,6 +124,8 @@ class Limits:
 
 def judge(value: Any, evidence: Evidence, limits: Limits = Limits()) -> Step:
     """A step's outcome, with every reason it failed."""
+    if evidence.apply_error is not None:
+        return Step(value=value, evidence=evidence, reasons=[f"could not be applied: {evidence.apply_error}"])
     reasons = []
     if not evidence.deterministic:
         reasons.append(f"greedy output changed ({evidence.divergence or 'tokens differ'})")

@@ -1,4 +1,5 @@
-"""A tuning step's evidence, read from what the harness wrote for it: the determinism check's outcome
+"""A tuning step's evidence, read from what the harness wrote for it: for a GPU step first whether the value
+was set at all (applied.json, written by the role), the determinism check's outcome
 (`determinism check --json`), the A/B run's results and comparisons (`run`, `compare --json` or the report's
 comparisons.json) and the stress cycles (`stress --out`). The candidate is the variant after the first."""
 
@@ -24,13 +25,19 @@ def decode_comparison(comparisons: list[dict[str, Any]], variant: str, baseline:
 
 
 def evidence(
-    determinism: dict[str, Any],
+    determinism: dict[str, Any] | None,
     results: dict[str, Any] | None = None,
     comparisons: list[dict[str, Any]] | None = None,
     stress: dict[str, Any] | None = None,
+    applied: dict[str, Any] | None = None,
 ) -> Evidence:
-    """A step's evidence from what ran: a step stops measuring at its first failure (greedy output changed:
-    no A/B; slower: no stress), so the later parts may be missing."""
+    """A step's evidence from what ran: a step stops measuring at its first failure (the value could not be
+    set: nothing else; greedy output changed: no A/B; slower: no stress), so the later parts may be missing."""
+    if applied is not None and not applied.get("ok"):
+        said = str(applied.get("said") or "the tuning tool failed").strip()
+        return Evidence(deterministic=False, verdict="not measured", measured=["apply"], apply_error=said)
+    if determinism is None:
+        raise ValueError("no determinism check in the step's directory")
     out = Evidence(
         deterministic=bool(determinism["ok"]),
         divergence=determinism.get("divergence"),

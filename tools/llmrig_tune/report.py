@@ -15,6 +15,8 @@ def _step_row(step: dict[str, Any]) -> str:
     found = step.get("evidence") or {}
     if step.get("skipped"):
         return f"| {_value(step['value'])} | | | | | | not tried | {step['skipped']} |"
+    if found.get("apply_error") is not None:
+        return f"| {_value(step['value'])} | not set | | | | | failed | {'; '.join(step.get('reasons') or [])} |"
     greedy = "same tokens" if found.get("deterministic") else f"changed: {found.get('divergence') or 'differs'}"
     acceptance = (
         "" if found.get("acceptance") is None else f"{found['acceptance']:.1%} v {found['baseline_acceptance']:.1%}"
@@ -66,11 +68,22 @@ def render(run: dict[str, Any], knobs: list[dict[str, Any]]) -> str:
     if not applied.get("changed"):
         lines.append("Nothing: every knob keeps the value in use; the host and the inventory are unchanged.")
     else:
-        lines.append(f"Tuned values now: `{json.dumps(applied['tuned'])}` (were `{json.dumps(applied['before'])}`).")
+        gpus = applied.get("gpus_tuned") != applied.get("gpus_before")
+        if applied["tuned"] != applied["before"]:
+            was = json.dumps(applied["before"])
+            lines.append(f"Tuned values now: `{json.dumps(applied['tuned'])}` (were `{was}`).")
+        if gpus:
+            lines.append(
+                f"GPU values now: `{json.dumps(applied['gpus_tuned'])}` (were `{json.dumps(applied['gpus_before'])}`),"
+                " set through the GPU tuning tool while no request was in flight."
+            )
         lines.append(f"Applied with a drained presets reload; check after: {applied.get('post_check', 'not run')}.")
+        if applied.get("reboot_check"):
+            lines.append(f"Reboot re-validation: {applied['reboot_check']}.")
         if applied.get("rolled_back"):
             lines.append(f"**Rolled back** to the values before the run: {applied['rolled_back']}")
         else:
-            lines.append(f"Written to `{applied['vars_file']}` (llmrig_fleet_tuned), which every converge reads.")
+            names = "llmrig_fleet_tuned" + (", llmrig_gpu_tuning_tuned" if gpus else "")
+            lines.append(f"Written to `{applied['vars_file']}` ({names}), which every converge reads.")
     lines.append("")
     return "\n".join(lines)

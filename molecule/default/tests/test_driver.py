@@ -92,8 +92,6 @@ def test_a_gpu_settings_change_is_applied_inside_the_gateway_s_hold_and_undone(h
         assert '"power_limit_w": 250' in host.file(config).content_string
         journal = host.run("journalctl -u llmrig-gpu-tuning --no-pager -n 20 -o cat").stdout
         assert "nothing to apply" in journal, journal
-        returncode, output = run_playbook(TEST_HOST, ["nvidia_gpus", "llmrig_test"], "gpu.yml", tuned, *args)
-        assert returncode == 0 and "RUNNING HANDLER" not in output, output[-3000:]
     finally:
         returncode, output = run_playbook(TEST_HOST, ["nvidia_gpus", "llmrig_test"], "gpu.yml", None, *args)
     assert returncode == 0, output[-3000:]

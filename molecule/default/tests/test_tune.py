@@ -101,3 +101,42 @@ def test_a_faster_value_is_kept_and_applied_and_a_value_that_changes_the_output_
     assert "nothing to try: every value in" in said and "(knob 1 (gemma-a-1t threads) = 2); nothing changed" in said
     assert recap_changed(output, TEST_HOST) == 0, output[-3000:]
     assert not (tmp_path / "reports-noop").exists()
+
+
+GPU_SPEC = """name: gpu-power
+knobs:
+  - knob: {kind: fleet, model: gemma-a-1t, field: threads}
+    values: [3]
+  - knob: {kind: gpu, gpu: 0, setting: power_limit_w, model: gemma-a}
+    values: [200, 250]
+"""
+
+
+def test_a_dry_run_plans_without_a_change_and_a_gpu_knob_without_its_card_is_refused(tmp_path):
+    """--check is the read-only dry run: the values in use and those each knob would try, nothing changed.
+    A GPU knob on this host (nvidia-smi, no driver, no card) is refused before anything is touched, naming
+    the knob and the field."""
+    fleet_only = tmp_path / "threads.yml"
+    fleet_only.write_text(GPU_SPEC.split("  - knob: {kind: gpu")[0])
+    vars_file, reports = tmp_path / "host_vars" / TEST_HOST / "llmrig_tune.yml", tmp_path / "reports"
+    before = router_models()["gemma-a-1t"]["status"]["preset"]
+    output = tune(fleet_only, vars_file, reports, "--check")
+    said = plain(output)
+    assert "knob 1 (gemma-a-1t threads) | 1 | [3]" in said, said[-3000:]
+    assert recap_changed(output, TEST_HOST) == 0 and not reports.exists() and not vars_file.exists()
+    assert router_models()["gemma-a-1t"]["status"]["preset"] == before
+
+    spec = tmp_path / "gpu.yml"
+    spec.write_text(GPU_SPEC)
+    extra = {
+        "llmrig_tune_spec": str(spec),
+        "llmrig_tune_vars_file": str(vars_file),
+        "llmrig_tune_reports_dir": str(reports),
+    }
+    returncode, output = run_playbook(TEST_HOST, GROUPS, "tune.yml", extra)
+    said = plain(output)
+    assert returncode != 0
+    assert f"tuning spec {spec}: knob 2: field 'knob.gpu': {TEST_HOST} has no GPU 0 (nvidia-smi: " in said, said[-3000:]
+    assert "; nothing was changed" in said
+    assert recap_changed(output, TEST_HOST) == 0 and not reports.exists()
+    assert router_models()["gemma-a-1t"]["status"]["preset"] == before

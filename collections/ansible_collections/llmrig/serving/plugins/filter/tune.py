@@ -1,7 +1,8 @@
 # Copyright: (c) 2026, llmrig authors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Filters for the tuning procedure (roles/llmrig_tune): a fleet knob's current value, its trial entries and
-the tuned values with a kept one. Each error names the knob and the field."""
+the tuned values with a kept one; a GPU knob's current value, a step's tool config and the kept GPU values
+(and the GPU tuning role's list with them laid over it). Each error names the knob and the field."""
 
 from __future__ import annotations
 
@@ -13,6 +14,10 @@ from ansible_collections.llmrig.serving.plugins.module_utils._tune import (
     KnobError,
     current_value,
     effective_entry,
+    gpu_config_with,
+    gpu_current,
+    gpu_settings,
+    gpu_tuned_with,
     trials,
     tuned_with,
 )
@@ -61,6 +66,55 @@ def tune_kept(tuned: Any, knob: Any, value: Any) -> dict:
         raise AnsibleFilterError(str(exc)) from exc
 
 
+def _gpu_knob(knob: Any) -> tuple[int, str]:
+    if not isinstance(knob, dict) or not isinstance(knob.get("knob"), dict):
+        raise AnsibleFilterError(f"a tuning knob is a mapping with 'knob' and 'values', got {knob!r}")
+    return knob["knob"].get("gpu"), knob["knob"].get("setting")
+
+
+def gpu_tuning_settings(gpus: Any, tuned: Any) -> list[dict]:
+    """llmrig_gpu_tuning_gpus with the values tune.yml kept (llmrig_gpu_tuning_tuned) laid over it."""
+    try:
+        return gpu_settings(_plain(gpus), _plain(tuned))
+    except KnobError as exc:
+        raise AnsibleFilterError(str(exc)) from exc
+
+
+def tune_gpu_current(knob: Any, gpus: Any, tuned: Any, label: str = "knob") -> Any:
+    """The value a GPU knob's setting has in the host's GPU tuning now (None: not set, left as it is)."""
+    index, setting = _gpu_knob(knob)
+    try:
+        return gpu_current(_plain(gpus), _plain(tuned), index, setting)
+    except KnobError as exc:
+        raise AnsibleFilterError(f"{label}: {exc}") from exc
+
+
+def tune_gpu_kept(tuned: Any, knob: Any, value: Any) -> list[dict]:
+    """llmrig_gpu_tuning_tuned with the GPU knob's kept value."""
+    index, setting = _gpu_knob(knob)
+    try:
+        return gpu_tuned_with(_plain(tuned), index, setting, _plain(value))
+    except KnobError as exc:
+        raise AnsibleFilterError(str(exc)) from exc
+
+
+def tune_gpu_config(config: Any, knob: Any, value: Any) -> dict:
+    """The GPU tuning tool's config with the GPU knob's setting at this value (a step's candidate)."""
+    index, setting = _gpu_knob(knob)
+    try:
+        return gpu_config_with(_plain(config), index, setting, _plain(value))
+    except KnobError as exc:
+        raise AnsibleFilterError(str(exc)) from exc
+
+
 class FilterModule:
     def filters(self) -> dict[str, Any]:
-        return {"tune_current": tune_current, "tune_trials": tune_trials, "tune_kept": tune_kept}
+        return {
+            "tune_current": tune_current,
+            "tune_trials": tune_trials,
+            "tune_kept": tune_kept,
+            "gpu_tuning_settings": gpu_tuning_settings,
+            "tune_gpu_current": tune_gpu_current,
+            "tune_gpu_kept": tune_gpu_kept,
+            "tune_gpu_config": tune_gpu_config,
+        }

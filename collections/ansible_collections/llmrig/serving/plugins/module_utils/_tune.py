@@ -102,3 +102,69 @@ def tuned_with(tuned: Any, model: str, field: str, value: Any) -> dict:
     else:
         fields.setdefault(parts[0], {})[parts[1]] = value
     return out
+
+
+# The GPU side: a GPU knob changes one setting of one GPU's entry in the GPU tuning role's list
+# (llmrig_gpu_tuning_gpus: [{index, power_limit_w, memory_clock_offset_mhz, ...}]); what a run keeps goes to
+# llmrig_gpu_tuning_tuned, the same shape, laid over that list by the role.
+GPU_SETTINGS = ("memory_clock_offset_mhz", "graphics_clock_offset_mhz", "power_limit_w")
+
+
+def _gpu_entries(entries: Any, name: str) -> list[dict]:
+    if entries in (None, ""):
+        return []
+    if not isinstance(entries, list) or not all(
+        isinstance(e, dict) and isinstance(e.get("index"), int) and not isinstance(e.get("index"), bool)
+        for e in entries
+    ):
+        raise KnobError(name, "a list of GPU entries, each with a whole-number 'index'")
+    return entries
+
+
+def gpu_settings(gpus: Any, tuned: Any) -> list[dict]:
+    """The GPU tuning list with the tuned values laid over the entry of the same index (an index only tuned
+    becomes an entry of its own)."""
+    out = [copy.deepcopy(e) for e in _gpu_entries(gpus, "llmrig_gpu_tuning_gpus")]
+    for kept in _gpu_entries(tuned, "llmrig_gpu_tuning_tuned"):
+        entry = next((e for e in out if e["index"] == kept["index"]), None)
+        if entry is None:
+            out.append(copy.deepcopy(kept))
+        else:
+            entry.update({k: v for k, v in kept.items() if k != "index"})
+    return out
+
+
+def gpu_current(gpus: Any, tuned: Any, index: int, setting: str) -> Any:
+    """The setting's value for that GPU as the role would apply it; None where it is left as it is."""
+    if setting not in GPU_SETTINGS:
+        raise KnobError("knob.setting", f"one of {', '.join(GPU_SETTINGS)}, got {setting!r}")
+    entry = next((e for e in gpu_settings(gpus, tuned) if e["index"] == index), {})
+    return entry.get(setting)
+
+
+def gpu_tuned_with(tuned: Any, index: int, setting: str, value: Any) -> list[dict]:
+    """llmrig_gpu_tuning_tuned with one more kept value."""
+    out = [copy.deepcopy(e) for e in _gpu_entries(tuned, "llmrig_gpu_tuning_tuned")]
+    entry = next((e for e in out if e["index"] == index), None)
+    if entry is None:
+        out.append({"index": index, setting: value})
+        out.sort(key=lambda e: e["index"])
+    else:
+        entry[setting] = value
+    return out
+
+
+def gpu_config_with(config: Any, index: int, setting: str, value: Any) -> dict:
+    """The GPU tuning tool's config ({"gpus": [...]}, as the role wrote it on the host) with one setting of
+    the GPU at that index set; None takes the setting out (the tool then restores its default)."""
+    gpus = config.get("gpus") if isinstance(config, dict) else None
+    entries = [copy.deepcopy(e) for e in _gpu_entries(gpus or [], "gpus")]
+    entry = next((e for e in entries if e["index"] == index), None)
+    if entry is None:
+        entry = {"index": index}
+        entries.append(entry)
+    if value is None:
+        entry.pop(setting, None)
+    else:
+        entry[setting] = value
+    return {"gpus": entries}
