@@ -19,6 +19,13 @@ DRAIN = Path(__file__).resolve().parents[2] / "roles/llmrig_gateway/files/llmrig
 KEY = "drain-test-key"
 
 
+def answer(handler: BaseHTTPRequestHandler, body: bytes) -> None:
+    handler.send_response(200)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
 class FakeRouter(BaseHTTPRequestHandler):
     busy_reads = 0  # how many /metrics reads of the loaded model report a request in progress
     reload_s = 0.0  # how long a presets reload takes to answer
@@ -46,10 +53,7 @@ class FakeRouter(BaseHTTPRequestHandler):
             self.send_response(400)
             self.end_headers()
             return
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        answer(self, body)
 
     def log_message(self, *args):
         pass
@@ -67,11 +71,7 @@ class FakeChild(BaseHTTPRequestHandler):
             return
         processing = 1 if FakeChild.busy_reads > 0 else 0
         FakeChild.busy_reads -= 1
-        body = f"llamacpp:requests_processing {processing}\nllamacpp:requests_deferred 0\n".encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        answer(self, f"llamacpp:requests_processing {processing}\nllamacpp:requests_deferred 0\n".encode())
 
     def log_message(self, *args):
         pass

@@ -39,31 +39,30 @@ def _knob_parts(knob: Any) -> tuple[str, str]:
     return knob["knob"].get("model"), knob["knob"].get("field")
 
 
+def _named(label: str, fn: Any, *args: Any) -> Any:
+    """fn(*args), its KnobError or FleetError raised as a filter error that starts with the label."""
+    try:
+        return fn(*args)
+    except (KnobError, FleetError) as exc:
+        raise AnsibleFilterError(f"{label}: {exc}" if label else str(exc)) from exc
+
+
 def tune_current(knob: Any, fleet: Any, overrides: Any, label: str = "knob") -> Any:
     """The value the knob's field has on this host now (None: llama-server's default)."""
     model, field = _knob_parts(knob)
-    try:
-        return current_value(effective_entry(_plain(fleet), _plain(overrides), model), field)
-    except (KnobError, FleetError) as exc:
-        raise AnsibleFilterError(f"{label}: {exc}") from exc
+    return _named(label, lambda: current_value(effective_entry(_plain(fleet), _plain(overrides), model), field))
 
 
 def tune_trials(knob: Any, values: list, fleet: Any, overrides: Any, label: str = "knob") -> list[dict]:
     """The trial fleet entries for these values, named <model>--tune-<i> in their order."""
     model, field = _knob_parts(knob)
-    try:
-        return trials(_plain(fleet), _plain(overrides), model, field, _plain(values))
-    except (KnobError, FleetError) as exc:
-        raise AnsibleFilterError(f"{label}: {exc}") from exc
+    return _named(label, trials, _plain(fleet), _plain(overrides), model, field, _plain(values))
 
 
 def tune_kept(tuned: Any, knob: Any, value: Any) -> dict:
     """llmrig_fleet_tuned with the knob's kept value added."""
     model, field = _knob_parts(knob)
-    try:
-        return tuned_with(_plain(tuned), model, field, _plain(value))
-    except KnobError as exc:
-        raise AnsibleFilterError(str(exc)) from exc
+    return _named("", tuned_with, _plain(tuned), model, field, _plain(value))
 
 
 def _gpu_knob(knob: Any) -> tuple[int, str]:
@@ -74,37 +73,22 @@ def _gpu_knob(knob: Any) -> tuple[int, str]:
 
 def gpu_tuning_settings(gpus: Any, tuned: Any) -> list[dict]:
     """llmrig_gpu_tuning_gpus with the values tune.yml kept (llmrig_gpu_tuning_tuned) laid over it."""
-    try:
-        return gpu_settings(_plain(gpus), _plain(tuned))
-    except KnobError as exc:
-        raise AnsibleFilterError(str(exc)) from exc
+    return _named("", gpu_settings, _plain(gpus), _plain(tuned))
 
 
 def tune_gpu_current(knob: Any, gpus: Any, tuned: Any, label: str = "knob") -> Any:
     """The value a GPU knob's setting has in the host's GPU tuning now (None: not set, left as it is)."""
-    index, setting = _gpu_knob(knob)
-    try:
-        return gpu_current(_plain(gpus), _plain(tuned), index, setting)
-    except KnobError as exc:
-        raise AnsibleFilterError(f"{label}: {exc}") from exc
+    return _named(label, gpu_current, _plain(gpus), _plain(tuned), *_gpu_knob(knob))
 
 
 def tune_gpu_kept(tuned: Any, knob: Any, value: Any) -> list[dict]:
     """llmrig_gpu_tuning_tuned with the GPU knob's kept value."""
-    index, setting = _gpu_knob(knob)
-    try:
-        return gpu_tuned_with(_plain(tuned), index, setting, _plain(value))
-    except KnobError as exc:
-        raise AnsibleFilterError(str(exc)) from exc
+    return _named("", gpu_tuned_with, _plain(tuned), *_gpu_knob(knob), _plain(value))
 
 
 def tune_gpu_config(config: Any, knob: Any, value: Any) -> dict:
     """The GPU tuning tool's config with the GPU knob's setting at this value (a step's candidate)."""
-    index, setting = _gpu_knob(knob)
-    try:
-        return gpu_config_with(_plain(config), index, setting, _plain(value))
-    except KnobError as exc:
-        raise AnsibleFilterError(str(exc)) from exc
+    return _named("", gpu_config_with, _plain(config), *_gpu_knob(knob), _plain(value))
 
 
 class FilterModule:
