@@ -1,7 +1,8 @@
 """Benchmark-gated model promotion for real on the test host. gemma-hot serves gemma-coder and samples from the
 whole vocabulary at temperature 5 (its code is noise); gemma-cool (candidate_for: gemma-hot) is the same file
 decoding greedily. `playbooks/evaluate.yml` runs both on the coding task set (tests run in the sandbox) and
-in an interleaved speed run, and its verdict picks gemma-cool; `playbooks/promote.yml` then hands it
+in an interleaved speed run, and its verdict picks gemma-cool. A promotion whose candidate cannot start (a
+host override naming a LoRA file that is not there) is rolled back; `playbooks/promote.yml` then hands it
 gemma-hot's name and alias while a client keeps calling the alias, with no failed request. Second runs with
 the promotion in place change nothing.
 
@@ -63,6 +64,23 @@ def test_the_evaluation_picks_the_better_model_and_the_promotion_moves_its_name_
     cool_text = completion("gemma-cool")[1]
     vars_file = tmp_path / "host_vars" / TEST_HOST / "llmrig_promoted.yml"
     promote = {"llmrig_promote_candidate": "gemma-cool", "llmrig_promote_verdict": str(run_dir / "verdict.json")}
+
+    # a rollback first: this host's override gives the candidate a LoRA adapter file that is not there, so its
+    # process cannot start once it answers to the incumbent's name. The check after the reload fails, the
+    # promotion is taken back in the same drained way, the run fails saying why, and nothing is written.
+    broken = {"llmrig_fleet_overrides": {"gemma-cool": {"extra_args": {"lora": "/nonexistent/adapter.gguf"}}}}
+    returncode, output = run_playbook(
+        TEST_HOST, GROUPS, "promote.yml", {**promote, **broken, "llmrig_promote_vars_file": str(vars_file)}
+    )
+    said = plain(output)
+    assert returncode != 0, output[-3000:]
+    assert "the promotion of gemma-cool was rolled back: Ask the incumbent's name for a completion" in said, said[
+        -3000:
+    ]
+    assert not vars_file.exists()
+    models = {m["id"]: m for m in request("GET", "/models")[1]["data"]}
+    assert "gemma-coder" in models["gemma-hot"]["aliases"] and "gemma-hot--previous" not in models, models.keys()
+    assert completion("gemma-coder")[0] == 200  # the incumbent serves its name and alias again
     # a client of the alias, one request after another with short pauses
     with Load("gemma-coder", pause=0.2) as client:
         time.sleep(1)
