@@ -127,6 +127,16 @@ def test_the_check_command_prints_the_spec_or_one_line(tmp_path, capsys):
     assert capsys.readouterr().err == f"tuning spec {bad}: knob 1: field 'values': a value appears twice in [2, 2]\n"
 
 
+def reported(run, spec: dict, applied: dict, stress_cycles: int) -> str:
+    """The report the `report` command writes for a run directory, with run.json as apply.yml writes it."""
+    info = {"host": "h", "started": "20261203T000000", "spec": parse_spec(spec).as_dict(), "build": "b1"}
+    info |= {"spec_path": f"{spec['name']}.yml", "stress_cycles": stress_cycles, "threshold": 0.02}
+    info |= {"limits": {"acceptance_drop": 0.05, "drift": 0.05}, "applied": applied}
+    (run / "run.json").write_text(json.dumps(info))
+    assert main(["report", str(run)]) == 0
+    return (run / "report.md").read_text()
+
+
 def test_steps_are_judged_decided_and_reported_from_the_run_directory(tmp_path, capsys):
     run = tmp_path / "run"
     knob_dir = run / "knob-1"
@@ -170,21 +180,14 @@ def test_steps_are_judged_decided_and_reported_from_the_run_directory(tmp_path, 
         "post_check": "deterministic: 4 prompts, 128 tokens compared",
         "rolled_back": None,
     }
-    spec = parse_spec({"name": "t", "knobs": [knob()]}).as_dict()
-    info = {"host": "h", "started": "20261203T000000", "spec": spec, "spec_path": "t.yml", "build": "b1"}
-    info |= {"stress_cycles": 2, "threshold": 0.02, "limits": {"acceptance_drop": 0.05, "drift": 0.05}}
-    (run / "run.json").write_text(json.dumps(info | {"applied": applied}))
-    assert main(["report", str(run)]) == 0
-    report = (run / "report.md").read_text()
+    report = reported(run, {"name": "t", "knobs": [knob()]}, applied, stress_cycles=2)
     assert "**keep 2: passed every check and decoded +67.0% against 1**" in report
     assert "| `\"q4_0\"` | changed: prompt 'short-0', token 4 |  |  | not measured |  | failed |" in report
     assert "| `2` | same tokens |  | 0 failed, drift -1.0% | +67.0% improved | no change | passed |  |" in report
     assert "Written to `inventory/host_vars/h/llmrig_tune.yml` (llmrig_fleet_tuned)" in report
     # the same run rolled back after the apply
     applied |= {"rolled_back": "Check that each changed model gives the tokens: NOT deterministic", "tuned": {}}
-    (run / "run.json").write_text(json.dumps(info | {"applied": applied}))
-    assert main(["report", str(run)]) == 0
-    report = (run / "report.md").read_text()
+    report = reported(run, {"name": "t", "knobs": [knob()]}, applied, stress_cycles=2)
     assert "**Rolled back** to the values before the run: Check that each" in report and "Written to" not in report
 
 
@@ -278,12 +281,7 @@ def test_a_gpu_knob_s_steps_a_value_the_card_refused_and_the_kept_gpu_values_in_
         "post_check": "deterministic: 4 prompts, 128 tokens compared",
         "rolled_back": None,
     }
-    spec = parse_spec({"name": "g", "knobs": [gpu]}).as_dict()
-    info = {"host": "h", "started": "20261203T000000", "spec": spec, "spec_path": "g.yml", "build": "b1"}
-    info |= {"stress_cycles": 6, "threshold": 0.02, "limits": {"acceptance_drop": 0.05, "drift": 0.05}}
-    (run / "run.json").write_text(json.dumps(info | {"applied": applied}))
-    assert main(["report", str(run)]) == 0
-    report = (run / "report.md").read_text()
+    report = reported(run, {"name": "g", "knobs": [gpu]}, applied, stress_cycles=6)
     assert "## GPU 0 memory_clock_offset_mhz (measured on 'm')" in report
     assert f"| `1000` | not set | | | | | failed | could not be applied: {said} |" in report
     assert 'GPU values now: `[{"index": 0, "memory_clock_offset_mhz": 500}]` (were `[]`)' in report

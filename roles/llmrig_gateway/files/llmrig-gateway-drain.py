@@ -60,11 +60,21 @@ def get(url: str, key: str, timeout: float = 5) -> str:
         return response.read().decode()
 
 
-def busy(base: str, key: str, only: set[str] | None = None) -> int:
-    """Requests in progress or waiting, summed over the running models (or those of `only`)."""
-    models = json.loads(get(f"{base}/models", key))["data"]
+def listing(base: str, key: str) -> list[dict]:
+    """The router's GET /models: every model with its status (and, running, its process's arguments)."""
+    return json.loads(get(f"{base}/models", key))["data"]
+
+
+def in_progress(metrics: str) -> int:
+    """Requests in progress or waiting in one model process's /metrics text."""
+    return sum(int(float(value)) for _, value in BUSY.findall(metrics))
+
+
+def busy(base: str, key: str, only: set[str] | None = None, models: list[dict] | None = None) -> int:
+    """Requests in progress or waiting, summed over the running models (or those of `only`); `models` is a
+    reading of GET /models already made."""
     total = 0
-    for model in models:
+    for model in listing(base, key) if models is None else models:
         if model["status"]["value"] != "loaded" or (only is not None and model["id"] not in only):
             continue
         query = urllib.parse.urlencode({"model": model["id"], "autoload": "false"})
@@ -72,7 +82,7 @@ def busy(base: str, key: str, only: set[str] | None = None) -> int:
             text = get(f"{base}/metrics?{query}", key)
         except urllib.error.HTTPError:
             continue  # unloaded since the list was read
-        total += sum(int(float(value)) for _, value in BUSY.findall(text))
+        total += in_progress(text)
     return total
 
 
@@ -85,10 +95,10 @@ def reload(base: str, key: str) -> int:
     return 0
 
 
-def loaded_ports(base: str, key: str) -> dict[str, int]:
-    """The port of each running model's own llama-server (its --port in the router's GET /models)."""
+def loaded_ports(models: list[dict]) -> dict[str, int]:
+    """The port of each running model's own llama-server (its --port in a reading of GET /models)."""
     ports = {}
-    for model in json.loads(get(f"{base}/models", key))["data"]:
+    for model in models:
         args = model["status"].get("args") or []
         if model["status"]["value"] == "loaded" and "--port" in args:
             ports[model["id"]] = int(args[args.index("--port") + 1])
@@ -104,7 +114,7 @@ def busy_directly(ports: dict[str, int], key: str) -> int:
             text = get(f"http://127.0.0.1:{port}/metrics", key)
         except OSError:
             continue
-        total += sum(int(float(value)) for _, value in BUSY.findall(text))
+        total += in_progress(text)
     return total
 
 
@@ -122,7 +132,8 @@ def idle_ports(base: str, key: str) -> dict[str, int] | None:
     """The running models' ports when none has a request in flight; None when one has, or the router does
     not answer (it may be starting: wait)."""
     try:
-        return loaded_ports(base, key) if busy(base, key) == 0 else None
+        models = listing(base, key)
+        return loaded_ports(models) if busy(base, key, models=models) == 0 else None
     except (OSError, ValueError, KeyError):
         return None
 
@@ -172,15 +183,13 @@ def hold(base: str, key: str, timeout: float, router: str, command: list[str]) -
 
 def main(argv: list[str]) -> int:
     base, key_file, timeout = argv[1].rstrip("/"), argv[2], float(argv[3])
+    with open(key_file, encoding="utf-8") as handle:
+        key = handle.readline().strip()
     if len(argv) > 7 and argv[4] == "--hold" and argv[6] == "--":
-        with open(key_file, encoding="utf-8") as handle:
-            key = handle.readline().strip()
         return hold(base, key, timeout, argv[5], argv[7:])
     reloading = len(argv) > 5 and argv[4] == "--reload"
     only = {name for name in argv[5].split(",") if name} if reloading else None
     poll = RELOAD_POLL_S if reloading else POLL_S
-    with open(key_file, encoding="utf-8") as handle:
-        key = handle.readline().strip()
     deadline = time.monotonic() + timeout
     start, reported = time.monotonic(), False
     while True:
