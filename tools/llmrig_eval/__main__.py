@@ -3,6 +3,7 @@
     python -m llmrig_eval check TASKS.yml                    validate a task set, print it as JSON
     python -m llmrig_eval complete TASKS.json --model M ...  completions through the endpoint (on the host)
     python -m llmrig_eval grade TASKS.yml COMPLETIONS.json --out SCORES.json   run them in the sandbox
+    python -m llmrig_eval lm-eval --python P --model M --tasks T ... --out DIR  an lm-eval run (controller)
     python -m llmrig_eval verdict DIR --incumbent A --candidate B               verdict.json, .md and a plot
 
 Bad input exits 2 with one line naming the field."""
@@ -41,6 +42,16 @@ def main(argv: list[str] | None = None) -> int:
     grd.add_argument("tasks", type=Path)
     grd.add_argument("completions", type=Path)
     grd.add_argument("--out", type=Path, required=True)
+    lme = sub.add_parser("lm-eval", help="an lm-eval run through the endpoint, summarised in DIR/summary.json")
+    lme.add_argument("--python", required=True, help="the interpreter of an environment with lm_eval[api]")
+    lme.add_argument("--model", required=True)
+    lme.add_argument("--api", choices=["chat", "completions"], default="chat")
+    lme.add_argument("--tasks", required=True, nargs="+")
+    lme.add_argument("--task-dir", type=Path, required=True, help="lm-eval's working directory and include path")
+    lme.add_argument("--limit", type=int, default=0, help="documents per task (0: all)")
+    lme.add_argument("--url", required=True)
+    lme.add_argument("--key-file", type=Path, required=True)
+    lme.add_argument("--out", type=Path, required=True)
     ver = sub.add_parser("verdict", help="decide from the scores, the A/B comparisons and the fleet's claims")
     ver.add_argument(
         "dir", type=Path, help="holds tasks.json, scores-<model>.json, speed/comparisons.json, published.json"
@@ -61,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
             f" {len(result['errors'])} failed requests"
         )
         return 1 if result["errors"] else 0
+
+    if args.command == "lm-eval":
+        return lm_eval(args)
 
     import yaml
 
@@ -94,12 +108,34 @@ def main(argv: list[str] | None = None) -> int:
     speed = decode_comparison(load(work / "speed" / "comparisons.json"), "candidate", "baseline")
     published = load(work / "published.json")
     weights = {t.id: t.level for t in tasks.tasks}
-    result = verdict(args.incumbent, args.candidate, all_scores, weights, speed, published)
+    external = {
+        name: load(work / "lm-eval" / name / "summary.json") if (work / "lm-eval").is_dir() else {} for name in names
+    }
+    external = external if all(external.values()) else {}
+    result = verdict(args.incumbent, args.candidate, all_scores, weights, speed, published, external)
     samples = load(work / f"completions-{args.candidate}.json")["samples"]
     (work / "verdict.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     (work / "verdict.md").write_text(markdown(result, tasks.name, samples), encoding="utf-8")
     plot(result, str(work / "quality.png"))
     print(result["decision"])
+    return 0
+
+
+def lm_eval(args: argparse.Namespace) -> int:
+    from .external import command, run, summary
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    log = args.out / "lm-eval.log"
+    argv = command(args.python, args.url, args.api, args.model, args.tasks, args.limit, args.out.resolve())
+    status = run(argv, args.key_file, args.task_dir, log)
+    if status != 0:
+        tail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-15:]
+        print(f"lm-eval for {args.model} exited {status} (log: {log}):\n" + "\n".join(tail), file=sys.stderr)
+        return 1
+    result = summary(args.out)
+    (args.out / "summary.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    scores = [f"{task} {metric} {s['value']:.3f}" for task, m in result["tasks"].items() for metric, s in m.items()]
+    print(f"{args.model}: {result['harness']}: " + ", ".join(scores))
     return 0
 
 

@@ -9,13 +9,16 @@ The rule, in this order:
   3. its quality is "better" (the interval lies above 0): promote;
   4. its quality shows "no difference" and its decode rate "improved": promote;
   5. otherwise keep the incumbent: a change needs a measured gain.
-Published scores are listed beside the measured ones and never enter the rule."""
+Published scores are listed beside the measured ones and never enter the rule; nor do the scores of an
+existing harness (lm-eval), which are measured but optional."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
+
+from .external import markdown as external_markdown
 
 RULE = __doc__.split("The rule, in this order:\n", 1)[1].split("\nPublished scores", 1)[0]
 
@@ -56,6 +59,7 @@ def verdict(
     weights: dict[str, int],
     speed: dict[str, Any],
     published: dict[str, list[dict[str, Any]]],
+    external: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     quality = quality_difference(scores[incumbent]["tasks"], scores[candidate]["tasks"], weights)
     promote, reason = decide(quality["verdict"], str(speed["verdict"]))
@@ -69,6 +73,7 @@ def verdict(
         "speed": speed,
         "scores": {name: {k: v for k, v in s.items() if k != "samples"} for name, s in scores.items()},
         "published": published,
+        "external": external or {},
     }
 
 
@@ -102,6 +107,7 @@ def markdown(result: dict[str, Any], task_set: str, samples: int) -> str:
         f"{speed['metric']}: {speed['median_a']:.2f} -> {speed['median_b']:.2f}"
         f" ({speed['change']:+.1%}), verdict **{speed['verdict']}**.",
         "",
+        *external_markdown(result.get("external", {}), inc, cand),
         "## Published scores (claims, not measured here)",
         "",
     ]

@@ -12,16 +12,26 @@ returns the fleet to group_vars; the tests between (recovery, security, tuning) 
 from __future__ import annotations
 
 import json
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import yaml
-from llmrig_testlib import TEST_HOST, Load, plain, recap_changed, request, run_playbook
+from llmrig_testlib import API_KEY, GATEWAY_URL, TEST_HOST, Load, plain, recap_changed, request, run_playbook
 
 GROUPS = ["llm_servers", "llmrig_test"]
 QUICK = {
     "llmrig_eval_samples": 1,
     "llmrig_eval_max_tokens": 48,
     "llmrig_eval_workload": {"max_tokens": 32, "prompts": "short", "repetitions": 2},
+}
+# lm-eval (in the controller's venv) on the shipped local task, through the plain completions API: the test
+# model has no chat template of its own
+LM_EVAL = {
+    "llmrig_eval_lm_eval_python": sys.executable,
+    "llmrig_eval_lm_eval_url": GATEWAY_URL,
+    "llmrig_eval_lm_eval_api": "completions",
 }
 
 
@@ -39,7 +49,7 @@ def completion(model: str) -> tuple[int, str]:
 
 def test_the_evaluation_picks_the_better_model_and_the_promotion_moves_its_name_without_a_failure(tmp_path):
     reports = tmp_path / "reports"
-    output = playbook("evaluate.yml", {**QUICK, "llmrig_eval_reports_dir": str(reports)})
+    output = playbook("evaluate.yml", {**QUICK, **LM_EVAL, "llmrig_eval_reports_dir": str(reports)})
     (run_dir,) = (reports / TEST_HOST).iterdir()
     assert run_dir.name.endswith("-eval-gemma-cool")
     verdict = json.loads((run_dir / "verdict.json").read_text())
@@ -60,6 +70,14 @@ def test_the_evaluation_picks_the_better_model_and_the_promotion_moves_its_name_
     graded = json.loads((run_dir / "scores-gemma-hot.json").read_text())
     assert graded["samples"] and {s["status"] for s in graded["samples"]} <= {"passed", "failed", "timeout"}
     assert "gemma-cool for gemma-hot:" in output
+    # lm-eval's scores of both, measured through the endpoint, beside the rule (lm-eval asks for temperature 0,
+    # so the two presets of one file answer alike there)
+    arith = {name: verdict["external"][name]["tasks"]["llmrig_arith"] for name in ("gemma-hot", "gemma-cool")}
+    assert arith["gemma-cool"]["exact_match,last-number"]["value"] > 0, arith
+    assert verdict["external"]["gemma-cool"]["samples"] == {"llmrig_arith": 16}
+    assert "## lm-eval 0.4.13 through the endpoint (measured here; not in the rule)" in markdown
+    assert (run_dir / "lm-eval" / "gemma-hot" / "lm-eval.log").exists()
+    assert API_KEY not in output and not list(Path(tempfile.gettempdir()).glob("*.llmrig-key")), "key left behind"
 
     cool_text = completion("gemma-cool")[1]
     vars_file = tmp_path / "host_vars" / TEST_HOST / "llmrig_promoted.yml"
@@ -125,3 +143,17 @@ def test_a_verdict_that_keeps_the_incumbent_refuses_the_promotion(host, tmp_path
     assert f"the verdict ({verdict}) says: {decision}; nothing changed" in message, output[-2000:]
     assert host.file("/etc/llmrig/presets.ini").sha256sum == presets
     assert not (tmp_path / "host_vars").exists()
+
+
+def test_an_lm_eval_environment_without_lm_eval_is_refused_before_anything_runs(tmp_path):
+    """llmrig_eval_lm_eval_python naming an interpreter that cannot import lm_eval: refused in the preflight,
+    naming the setting, before the harness is copied or a request is sent."""
+    extra = {**QUICK, **LM_EVAL, "llmrig_eval_lm_eval_python": "/usr/bin/python3"}
+    returncode, output = run_playbook(
+        TEST_HOST, GROUPS, "evaluate.yml", {**extra, "llmrig_eval_reports_dir": str(tmp_path / "reports")}
+    )
+    said = plain(output)
+    assert returncode != 0 and "llmrig_eval_lm_eval_python: /usr/bin/python3 cannot import lm_eval" in said, said[
+        -2000:
+    ]
+    assert "Copy the harness to the host" not in said and not (tmp_path / "reports").exists()
