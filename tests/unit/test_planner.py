@@ -342,3 +342,55 @@ def test_the_module_applies_a_hosts_overrides_before_it_validates(model, tmp_pat
     assert bad["failed"] and bad["msg"].startswith("fleet entry 'tiny' (#1): field 'threads': ")
     unknown = run_module(tmp_path, fleet=fleet, overrides={"gone": {"threads": 2}})
     assert unknown["failed"] and "'gone' is not an entry of the fleet" in unknown["msg"]
+
+
+GROUPS = {"all": ["gpu-a", "gpu-b", "gw"], "llm_servers": ["gpu-a", "gpu-b"], "big": ["gpu-b"], "llm_gateways": ["gw"]}
+
+
+def placed(tmp_path: Path, fleet: list[dict], host: str, **args) -> dict:
+    return run_module(tmp_path, fleet=fleet, host=host, inventory=GROUPS, servers=GROUPS["llm_servers"], **args)
+
+
+def test_entries_are_placed_on_the_hosts_and_groups_they_name(model, tmp_path):
+    fleet = [entry("everywhere", model), entry("on-a", model, hosts=["gpu-a"]), entry("on-big", model, hosts=["big"])]
+    for host, names in (("gpu-a", ["everywhere", "on-a"]), ("gpu-b", ["everywhere", "on-big"])):
+        result = placed(tmp_path, fleet, host)
+        assert not result.get("failed"), result
+        assert result["names"] == names and [p["name"] for p in result["presets"]] == names
+    # without the inventory (a caller that does not place), every entry is the host's
+    assert run_module(tmp_path, fleet=fleet)["names"] == ["everywhere", "on-a", "on-big"]
+
+
+@pytest.mark.parametrize(
+    ("hosts", "reason"),
+    [
+        (["gpu-c"], "field 'hosts': 'gpu-c' is neither a host nor a group of the inventory"),
+        (["llm_gateways"], "field 'hosts': llm_gateways has no inference host (inference hosts: gpu-a, gpu-b)"),
+        ("gpu-a", "field 'hosts': must be a non-empty list of inventory host or group names, got 'gpu-a'"),
+        ([], "field 'hosts': must be a non-empty list"),
+    ],
+)
+def test_a_bad_placement_names_the_entry_and_the_field(model, tmp_path, hosts, reason):
+    result = placed(tmp_path, [entry("a", model), entry("b", model, hosts=hosts)], "gpu-a")
+    assert result["failed"] and result["msg"].startswith(f"fleet entry 'b' (#2): {reason}"), result["msg"]
+
+
+def test_a_candidate_placed_without_its_incumbent_and_a_host_with_no_entry_are_refused(model, tmp_path):
+    fleet = [entry("inc", model, hosts=["gpu-a"]), entry("cand", model, candidate_for="inc")]
+    result = placed(tmp_path, fleet, "gpu-b")
+    assert result["failed"] and result["msg"] == (
+        "fleet entry 'cand' (#2): field 'hosts': placed on gpu-b, where its incumbent 'inc' is not"
+    )
+    result = placed(tmp_path, [entry("inc", model, hosts=["gpu-a"])], "gpu-b")
+    assert result["failed"] and "no entry is placed on gpu-b" in result["msg"]
+
+
+def test_a_placement_that_does_not_fit_names_the_entry_the_host_and_the_shortfall(model, tmp_path):
+    fleet = [entry("small", model), entry("long", model, context=1_048_576, hosts=["big"])]
+    gpus = [{"name": "GPU A", "memory_mib": 2048}]
+    assert not placed(tmp_path, fleet, "gpu-a", gpus=gpus).get("failed")  # 'long' is not placed there
+    result = placed(tmp_path, fleet, "gpu-b", gpus=gpus)
+    assert result["failed"] and result["msg"].startswith(
+        "fleet entry 'long' (#2): field 'context': on host gpu-b: needs "
+    )
+    assert re.search(r": \d+ MiB short \(weights \d+, KV \d+, compute \d+, overhead 600\)", result["msg"])

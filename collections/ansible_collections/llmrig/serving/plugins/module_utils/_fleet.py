@@ -55,6 +55,7 @@ ENTRY_FIELDS = (
     "extra_args",
     "candidate_for",
     "published_scores",
+    "hosts",
 )
 # fields that say how the entry is evaluated, not how it is served
 EVALUATION_FIELDS = ("candidate_for", "published_scores")
@@ -419,6 +420,11 @@ def validate_entry(index: int, entry: Any) -> dict:
         out["candidate_for"] = entry["candidate_for"]
     if "published_scores" in entry:
         out["published_scores"] = _check_published(checker, entry["published_scores"])
+    if "hosts" in entry:
+        hosts = entry["hosts"]
+        if not isinstance(hosts, list) or not hosts or not all(isinstance(h, str) and h for h in hosts):
+            raise checker.fail("hosts", f"must be a non-empty list of inventory host or group names, got {hosts!r}")
+        out["hosts"] = list(hosts)
     return out
 
 
@@ -514,6 +520,48 @@ def validate_fleet(fleet: Any) -> list[dict]:
         if "candidate_for" in names[incumbent]:
             raise FleetError(label, "candidate_for", f"{incumbent!r} is itself a candidate; name the incumbent")
     return entries
+
+
+def place(entries: list[dict], host: str, inventory: dict[str, list[str]], servers: list[str]) -> list[dict]:
+    """The entries `host` serves: every entry without `hosts`, and those whose `hosts` name it or a group it is
+    in. `inventory` is Ansible's `groups` (group name to its hosts), `servers` the inference hosts. A name that
+    is neither a host nor a group of the inventory fails, naming the entry, as does a placement on no inference
+    host, or a candidate placed where its incumbent is not."""
+    known_hosts = set(inventory.get("all", [])) | {h for members in inventory.values() for h in members}
+    placed = []
+    for index, entry in enumerate(entries):
+        names = entry.get("hosts")
+        if names is None:
+            placed.append(entry)
+            continue
+        label = entry_label(index, entry["name"])
+        members: set[str] = set()
+        for name in names:
+            if name in inventory:
+                members.update(inventory[name])
+            elif name in known_hosts:
+                members.add(name)
+            else:
+                raise FleetError(label, "hosts", f"{name!r} is neither a host nor a group of the inventory")
+        if not members & set(servers):
+            raise FleetError(
+                label, "hosts", f"{', '.join(names)} has no inference host (inference hosts: {', '.join(servers)})"
+            )
+        if host in members:
+            placed.append(entry)
+    here = {entry["name"] for entry in placed}
+    for entry in placed:
+        incumbent = entry.get("candidate_for")
+        if incumbent is not None and incumbent not in here:
+            index = entries.index(entry)
+            raise FleetError(
+                entry_label(index, entry["name"]),
+                "hosts",
+                f"placed on {host}, where its incumbent {incumbent!r} is not",
+            )
+    if not placed:
+        raise FleetError("(fleet)", "hosts", f"no entry is placed on {host}; an inference host serves at least one")
+    return placed
 
 
 def apply_promotions(fleet: Any, promoted: Any, variable: str = "llmrig_fleet_promoted") -> Any:

@@ -38,6 +38,7 @@ class PlanError(Exception):
     def __init__(self, entry: str, field_: str, reason: str) -> None:
         self.entry = entry
         self.field = field_
+        self.reason = reason
         super().__init__(f"fleet entry {entry}: field '{field_}': {reason}")
 
 

@@ -55,6 +55,22 @@ options:
     type: list
     elements: dict
     default: []
+  host:
+    description: The host planned for; named in a message about a model that does not fit.
+    type: str
+    default: ""
+  inventory:
+    description:
+      - The inventory's groups (Ansible's C(groups)). When given, entries with C(hosts) are placed - the host
+        serves an entry without C(hosts), or one whose C(hosts) name it or a group it is in.
+      - Empty - every entry is the host's.
+    type: dict
+    default: {}
+  servers:
+    description: The inference hosts; an entry's C(hosts) must take in at least one of them.
+    type: list
+    elements: str
+    default: []
   margin_mib:
     description: Memory kept free on every GPU.
     type: int
@@ -154,6 +170,7 @@ from ansible_collections.llmrig.serving.plugins.module_utils._fleet import (
     apply_promotions,
     entry_label,
     fleet_files,
+    place,
     preset_options,
     validate_fleet,
 )
@@ -183,6 +200,9 @@ def main() -> None:
             "ram_reserve_mib": {"type": "int", "default": 4096},
             "cache_dir": {"type": "path"},
             "json_path": {"type": "path"},
+            "host": {"type": "str", "default": ""},
+            "inventory": {"type": "dict", "default": {}},
+            "servers": {"type": "list", "elements": "str", "default": []},
         },
         supports_check_mode=True,
     )
@@ -194,6 +214,8 @@ def main() -> None:
     try:
         merged = apply_overrides(params["fleet"], params["overrides"])
         entries = validate_fleet(apply_promotions(merged, params["promoted"]))
+        if params["inventory"]:
+            entries = place(entries, params["host"], params["inventory"], params["servers"])
     except FleetError as exc:
         module.fail_json(msg=str(exc), entry=exc.entry, field=exc.field)
     plan = None
@@ -209,7 +231,9 @@ def main() -> None:
             planned = plan_fleet(entries, metas, gpus, params["margin_mib"]) if gpus else None
             page_cache = page_cache_budget(entries, metas, params["host_ram_mib"], params["ram_reserve_mib"], planned)
         except PlanError as exc:
-            module.fail_json(msg=str(exc), entry=exc.entry, field=exc.field)
+            # several hosts plan the same fleet: the message says which one the entry does not fit
+            msg = f"fleet entry {exc.entry}: field '{exc.field}': on host {params['host']}: {exc.reason}"
+            module.fail_json(msg=msg if params["host"] else str(exc), entry=exc.entry, field=exc.field)
         if planned is not None:
             plan = planned.to_dict()
             for entry, model in zip(entries, plan["models"], strict=True):
