@@ -24,7 +24,7 @@ SEEN: list[dict] = []
 
 
 class Completions(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+    def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         SEEN.append(body)
         if self.headers.get("Authorization") != f"Bearer {KEY}":
