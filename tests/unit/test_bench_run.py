@@ -64,6 +64,7 @@ def test_a_round_whose_model_is_not_resident_starts_with_a_timed_swap():
         "direct": False,
         "cold": False,
         "before": [],
+        "url": "",
     }
 
 
@@ -83,6 +84,26 @@ def test_a_direct_variant_goes_to_the_model_process_and_the_other_through_the_ro
     assert bench_endpoint.HITS.count((process_port, "fast")) == 4 * len(PROMPT_SETS["short"])
     assert bench_endpoint.HITS.count((router_port, "fast")) == 4 * len(PROMPT_SETS["short"]) + 1
     assert results["variants"]["B"]["direct"] is True
+
+
+def test_a_variant_with_its_own_front_sends_there_with_that_fronts_key(tmp_path):
+    import bench_endpoint
+
+    key = tmp_path / "front-key"
+    key.write_text("k\n")  # the stand-in's key; its second port stands for the gateway in front of the router
+    with endpoint() as url:
+        front = f"http://127.0.0.1:{bench_endpoint.PROCESS['port']}"
+        variants = {"A": {"model": "fast"}, "B": {"model": "fast", "url": front, "key_file": str(key)}}
+        results = run(parse(dict(WORKLOAD, concurrency=[1], variants=variants)), url, "k")
+        key.write_text("not-the-key")
+        refused = run(parse(dict(WORKLOAD, concurrency=[1], repetitions=1, variants=variants)), url, "k")
+    sent_to_front = [r for r in results["records"] if r["variant"] == "B"]  # its rounds, and a swap if it had one
+    assert len(sent_to_front) >= 4 * len(PROMPT_SETS["short"])
+    assert bench_endpoint.HITS.count((bench_endpoint.PROCESS["port"], "fast")) == len(sent_to_front)
+    assert results["variants"]["B"]["url"] == front and not any(r.get("error") for r in results["records"])
+    # with a wrong key the front refuses every request of B, and the results say so
+    failed = [r for r in refused["records"] if r["variant"] == "B" and r.get("error")]
+    assert failed and all(r["status"] == 401 for r in failed)
 
 
 def test_a_slower_variant_is_a_regression_and_the_same_one_is_no_change():
@@ -129,7 +150,15 @@ def test_a_bad_workload_is_refused_naming_the_field(tmp_path, capsys):
         ({"variants": {"A": {}}}, "field 'variants.A.model' is required"),
         ({"warmup": -1}, "field 'warmup'"),
         ({"colour": "red"}, "unknown fields ['colour']"),
-        ({"variants": {"A": {"model": "m", "url": "x"}}}, "field 'variants.A': unknown fields ['url']"),
+        ({"variants": {"A": {"model": "m", "port": 1}}}, "field 'variants.A': unknown fields ['port']"),
+        (
+            {"variants": {"A": {"model": "m", "url": "x", "key_file": "k"}}},
+            "field 'variants.A.url': an http.s. base URL",
+        ),
+        (
+            {"variants": {"A": {"model": "m", "url": "http://h:4000"}}},
+            "field 'variants.A.key_file': the key file of url",
+        ),
         ({"variants": {"A": {"model": "m", "direct": "yes"}}}, "field 'variants.A.direct': true or false"),
     ],
 )

@@ -152,7 +152,8 @@ def send_round(
     workload: Workload, variant: Variant, level: int, base_url: str, key: str, timeout: float
 ) -> list[dict[str, Any]]:
     fields = workload.request_fields(variant)
-    url = model_url(base_url, key, variant.model) if variant.direct else base_url
+    url, key = front(variant, base_url, key)
+    url = model_url(base_url, key, variant.model) if variant.direct else url
 
     def one(prompt: Any) -> dict[str, Any]:
         record = request(
@@ -178,13 +179,20 @@ def loaded(models: dict[str, Any]) -> list[str]:
     return [m for m, status in models.items() if isinstance(status, dict) and status.get("value") == "loaded"]
 
 
+def front(variant: Variant, base_url: str, key: str) -> tuple[str, str]:
+    """Where a variant's requests go and with which key: its own front (url, key_file) or the router."""
+    if not variant.url:
+        return base_url, key
+    with open(variant.key_file, encoding="utf-8") as handle:
+        return variant.url, handle.read().strip()
+
+
 def swap_probe(
     workload: Workload, variant: Variant, base_url: str, key: str, timeout: float, others: list[str]
 ) -> dict[str, Any]:
     """The first request to a model that is not resident (others are): one token of the first prompt, timed."""
     record = request(
-        base_url,
-        key,
+        *front(variant, base_url, key),
         variant.model,
         workload.prompts[0].text,
         api=workload.api,
@@ -258,6 +266,7 @@ def run(workload: Workload, base_url: str, key: str, *, build: str = "", timeout
                 "direct": v.direct,
                 "cold": v.cold,
                 "before": v.before,
+                "url": v.url,
             }
             for v in workload.variants
         },

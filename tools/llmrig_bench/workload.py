@@ -22,7 +22,9 @@ file is dropped from the page cache before each swap into it, so that swap reads
 against warm swaps, or proof that a file kept in the page cache stays there (on the host, too). With
 `before: [program, arg, ...]` that command runs before each of the variant's rounds (warm-up included) and
 must exit 0, or the run stops: variants that differ in a setting of the host rather than of a preset (a GPU
-clock offset, applied by playbooks/tune.yml through the drained hold), interleaved like any others.
+clock offset, applied by playbooks/tune.yml through the drained hold), interleaved like any others. With
+`url: http://...` and `key_file: PATH` its requests go to another front for the same models, with that
+front's key (a gateway in front of the router: its overhead, measured side by side).
 """
 
 from __future__ import annotations
@@ -73,6 +75,9 @@ class Variant:
     direct: bool = False
     cold: bool = False
     before: list[str] = field(default_factory=list)
+    # another front for the same models (a gateway in front of the router): its base URL and key file
+    url: str = ""
+    key_file: str = ""
 
 
 @dataclass(frozen=True)
@@ -150,12 +155,21 @@ def parse(data: Any) -> Workload:
     for vname, spec in variants_spec.items():
         if not isinstance(spec, dict) or not isinstance(spec.get("model"), str):
             raise WorkloadError(f"workload {name!r}: field 'variants.{vname}.model' is required")
-        unknown = set(spec) - {"model", "sampling", "extra", "direct", "cold", "before"}
+        unknown = set(spec) - {"model", "sampling", "extra", "direct", "cold", "before", "url", "key_file"}
         if unknown:
             raise WorkloadError(f"workload {name!r}: field 'variants.{vname}': unknown fields {sorted(unknown)}")
         for flag in ("direct", "cold"):
             if not isinstance(spec.get(flag, False), bool):
                 raise WorkloadError(f"workload {name!r}: field 'variants.{vname}.{flag}': true or false")
+        url, key_file = spec.get("url", ""), spec.get("key_file", "")
+        if url and (not isinstance(url, str) or not url.startswith(("http://", "https://")) or spec.get("direct")):
+            raise WorkloadError(
+                f"workload {name!r}: field 'variants.{vname}.url': an http(s) base URL, not with direct"
+            )
+        if not isinstance(key_file, str) or bool(key_file) != bool(url):
+            raise WorkloadError(
+                f"workload {name!r}: field 'variants.{vname}.key_file': the key file of url (both or neither)"
+            )
         before = spec.get("before", [])
         if not isinstance(before, list) or not all(isinstance(arg, str) and arg for arg in before):
             raise WorkloadError(f"workload {name!r}: field 'variants.{vname}.before': a command as a list of strings")
@@ -168,6 +182,8 @@ def parse(data: Any) -> Workload:
                 direct=spec.get("direct", False),
                 cold=spec.get("cold", False),
                 before=list(before),
+                url=url,
+                key_file=key_file,
             )
         )
     warmup = data.get("warmup", 1)
