@@ -37,13 +37,14 @@ endif
 PODMAN_RUN_OPTS := --runtime=runc --ulimit nofile=20000:20000 --ulimit nproc=32768:32768 --systemd=always \
   --cap-add=IPC_LOCK -v $(LLMRIG_TEST_CGROUP_VOLUME)
 
-.PHONY: help setup system-packages image lint unit molecule test demo demo-down bench soak faults race clean
+.PHONY: help setup system-packages image lint unit molecule multihost test demo demo-down bench soak faults race clean
 
 help:
 	@echo "make setup      controller venv (pinned tools), test image inputs; system packages when root"
 	@echo "make demo       build a local Debian 12 container host, deploy llmrig, ask the model something"
 	@echo "make demo-down  remove the demo container"
 	@echo "make test       lint + unit tests + Molecule scenarios (what CI runs)"
+	@echo "make multihost  two inference containers and a LiteLLM gateway container (not yet part of make test)"
 	@echo "make bench      the benchmark harness on the demo host: router vs direct, fit on/off swaps, threads A/B,"
 	@echo "                n-gram speculation, TTFT vs prompt length; reports with verdicts and plots in reports/"
 	@echo "make soak       10 minutes of requests alternating two models under Prometheus scrapes: extra swaps?"
@@ -115,7 +116,7 @@ lint: $(VENV)/.installed $(PROMTOOL)
 	$(PROMTOOL) check rules roles/llmrig_prometheus/files/llmrig.rules.yml
 	$(PROMTOOL) test rules tests/promtool/llmrig.rules.test.yml
 
-unit: $(VENV)/.installed $(PROMTOOL)
+unit: $(VENV)/.installed $(PROMTOOL) $(MODEL)
 	$(BIN)/pytest -q -n auto tests/unit
 
 molecule: image
@@ -124,6 +125,11 @@ molecule: image
 	  LLMRIG_TEST_IMAGE=$$(cat $(CACHE)/image-ref) molecule test -s $$scenario 2>&1 | tee $(CACHE)/molecule-$$scenario.log \
 	    || { scripts/molecule-failures.sh $(CACHE)/molecule-$$scenario.log; exit 1; }; \
 	done
+
+multihost: image
+	mkdir -p $(CACHE)/ccache
+	LLMRIG_TEST_IMAGE=$$(cat $(CACHE)/image-ref) molecule test -s multihost 2>&1 | tee $(CACHE)/molecule-multihost.log \
+	  || { scripts/molecule-failures.sh $(CACHE)/molecule-multihost.log; exit 1; }
 
 test: lint unit molecule
 
