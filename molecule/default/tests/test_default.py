@@ -245,7 +245,9 @@ def test_fleet_that_does_not_fit_stops_in_preflight_and_says_what_would(host):
         TEST_HOST, ["llm_servers", "llmrig_test"], "site.yml", {"llmrig_fleet": fleet, **rig}
     )
     assert returncode != 0, output
-    message = re.search(r"fleet entry 'gemma-b' \(#2\): field 'context': needs .*", output)
+    # several hosts plan one fleet: the message names the host the entry does not fit
+    said = " ".join(output.split())  # a long message may be folded over lines
+    message = re.search(rf"fleet entry 'gemma-b' \(#2\): field 'context': on host {TEST_HOST}: needs .*", said)
     assert message, output[-3000:]
     assert "on GPU 0 (small GPU, 1536 MiB, margin 512 MiB)" in message.group(0)
     assert re.search(r"\d+ MiB short .*; context \d+ fits", message.group(0)), message.group(0)

@@ -125,8 +125,10 @@ def test_pending_upgrades_are_installed_with_holds_checks_a_drained_restart_and_
     assert complete("gemma-a", max_tokens=4)["usage"]["completion_tokens"] > 0
 
     # the same run again: nothing left to upgrade or restart, so nothing changes (the checks and the
-    # benchmark run, and write their report)
-    returncode, output = run_playbook(TEST_HOST, GROUPS, "patch.yml", extra)
+    # benchmark run, and write their report). The regression gate is the first run's and the unit tests':
+    # here its two short benchmarks seconds apart on two shared CPUs once differed by 36 % (CI, nothing
+    # installed or restarted), so this run does not gate on them
+    returncode, output = run_playbook(TEST_HOST, GROUPS, "patch.yml", {**extra, "llmrig_patch_fail_regression": 0.9})
     assert returncode == 0, output[-4000:]
     assert recap_changed(output, TEST_HOST) == 0, plain(output)[-3000:]
     again = json.loads((max((tmp_path / TEST_HOST).iterdir()) / "report.json").read_text())
