@@ -1,0 +1,171 @@
+"""Two inference hosts behind one gateway (molecule/multihost): mh-both is placed on both (a replica each),
+mh-a on A, mh-b on B. Every name answers through the gateway with the official SDK, streaming included;
+each router serves only its own entries and a request for B's model never reaches A; the gateway's overhead
+against A's own endpoint in one interleaved run (figures printed); and with B stopped, the replica on A keeps
+answering (the failures counted while B goes down are printed), B's model fails with a clear error, and
+answers again once B is back."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+import openai
+import pytest
+import testinfra
+from llmrig_bench.compare import compare_run
+from llmrig_bench.runner import run
+from llmrig_bench.workload import parse
+from llmrig_testlib import API_KEY
+
+GATEWAY = os.environ.get("LLMRIG_MH_GATEWAY_URL", "http://127.0.0.1:24000")
+ROUTERS = {
+    "llmrig-mh-a": os.environ.get("LLMRIG_MH_A_URL", "http://127.0.0.1:28080"),
+    "llmrig-mh-b": os.environ.get("LLMRIG_MH_B_URL", "http://127.0.0.1:28081"),
+}
+GATEWAY_KEY = "llmrig-gateway-test-key-not-secret"
+PLACED = {"llmrig-mh-a": {"mh-both", "mh-shared", "mh-a"}, "llmrig-mh-b": {"mh-both", "mh-shared", "mh-b"}}
+
+
+def gateway(timeout: float = 120) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{GATEWAY}/v1", api_key=GATEWAY_KEY, timeout=timeout, max_retries=0)
+
+
+def journal(name: str, text: str) -> int:
+    """Lines of the host's router journal that contain the text."""
+    host = testinfra.get_host(f"podman://{name}")
+    return int(host.run(f"journalctl -u llmrig-gateway --no-pager | grep -c -- {text!r} || true").stdout.strip())
+
+
+def ask(client: openai.OpenAI, model: str, max_tokens: int = 6) -> str:
+    answer = client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "Say hello."}], max_tokens=max_tokens, temperature=0
+    )
+    return answer.choices[0].message.content or ""
+
+
+def served(name: str) -> set[str]:
+    """The names (ids and aliases) a host's own router lists (its GET /models, with the router's key)."""
+    ask_models = urllib.request.Request(f"{ROUTERS[name]}/models", headers={"Authorization": f"Bearer {API_KEY}"})
+    with urllib.request.urlopen(ask_models, timeout=30) as answer:
+        models = json.load(answer)["data"]
+    return {m["id"] for m in models} | {alias for m in models for alias in m.get("aliases", [])}
+
+
+def test_each_router_serves_only_the_entries_placed_on_it():
+    for name, names in PLACED.items():
+        assert served(name) == names, (name, served(name))
+
+
+def test_every_name_answers_through_the_gateway_streaming_included():
+    client = gateway()
+    assert {m.id for m in client.models.list()} == {"mh-both", "mh-shared", "mh-a", "mh-b"}
+    for model in ("mh-both", "mh-shared", "mh-a", "mh-b"):
+        assert ask(client, model), model
+    chunks = list(
+        client.chat.completions.create(
+            model="mh-shared", messages=[{"role": "user", "content": "Count."}], max_tokens=8, stream=True
+        )
+    )
+    assert len(chunks) > 3 and chunks[-1].choices[0].finish_reason in ("length", "stop")
+
+
+def test_a_request_for_bs_model_never_reaches_a():
+    spawn = "with name=mh-b on port"  # the router's line for a model process it starts (not mh-both's)
+    before = {name: journal(name, spawn) for name in ROUTERS}
+    for _ in range(3):
+        assert ask(gateway(), "mh-b")
+    # A's router has no such model (not in its presets, never spawned, never named in its journal)
+    assert journal("llmrig-mh-a", spawn) == before["llmrig-mh-a"] == 0
+    assert journal("llmrig-mh-b", spawn) >= max(1, before["llmrig-mh-b"])
+
+
+def test_the_gateways_overhead_against_the_hosts_own_endpoint(tmp_path):
+    key_file = tmp_path / "gateway-key"
+    key_file.write_text(GATEWAY_KEY)
+    workload = {
+        "name": "gateway-overhead",
+        "api": "chat",
+        "max_tokens": 48,
+        "prompts": "short",
+        "repetitions": 5,
+        "sampling": {"temperature": 0, "seed": 1},
+        "variants": {
+            "host": {"model": "mh-a"},
+            "gateway": {"model": "mh-a", "url": GATEWAY, "key_file": str(key_file)},
+        },
+    }
+    results = run(parse(workload), ROUTERS["llmrig-mh-a"], API_KEY)
+    assert not [r for r in results["records"] if r.get("error")]
+    figures = {c.metric: c for c in compare_run(results)}
+    print()
+    for metric in ("client_decode_tps gateway v host @1", "ttft_s gateway v host @1"):
+        c = figures[metric]
+        line = {"metric": metric, "n": [c.n_a, c.n_b], "host": c.median_a, "gateway": c.median_b}
+        line.update(ratio=c.median_b / c.median_a, added=c.median_b - c.median_a, interval=[c.ci_low, c.ci_high])
+        print(json.dumps(dict(line, verdict=c.verdict)), file=sys.stdout)
+
+
+@pytest.fixture
+def b_stopped():
+    """Host B goes down as a whole (its container stops: systemd drains its router on the way) and comes back."""
+    subprocess.run(["podman", "stop", "-t", "60", "llmrig-mh-b"], check=True, capture_output=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["podman", "start", "llmrig-mh-b"], check=True, capture_output=True)
+
+
+def test_with_b_down_the_replica_on_a_answers_and_bs_model_fails_clearly(request):
+    outcomes: list[tuple[float, str]] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        while not stop.is_set():
+            began = time.monotonic()
+            try:
+                ask(gateway(timeout=60), "mh-both", max_tokens=12)
+                outcomes.append((began, "ok"))
+            except openai.APIError as exc:
+                outcomes.append((began, f"{type(exc).__name__}: {str(exc)[:160]}"))
+            time.sleep(0.1)
+
+    thread = threading.Thread(target=client)
+    thread.start()
+    time.sleep(3)
+    stopped_at = time.monotonic()
+    request.getfixturevalue("b_stopped")
+    down_at = time.monotonic()
+    time.sleep(10)
+    with pytest.raises(openai.APIError) as refused:
+        ask(gateway(timeout=60), "mh-b")
+    stop.set()
+    thread.join()
+    failed = [(round(t - stopped_at, 2), o) for t, o in outcomes if o != "ok"]
+    print(
+        f"\nmh-both through the gateway while B went down ({down_at - stopped_at:.1f} s) and stayed down:"
+        f" {len(outcomes)} requests, {len(failed)} failed: {failed}"
+    )
+    print(f"mh-b with B down: {type(refused.value).__name__}: {str(refused.value)[:300]}")
+    # after B is down, every request for the replicated model is answered by A
+    assert all(o == "ok" for t, o in outcomes if t > down_at + 1), failed
+    assert sum(o == "ok" for _, o in outcomes) >= 10
+    assert "mh-b" in str(refused.value)
+
+
+def test_b_answers_again_once_it_is_back():
+    """After the stop test B boots again; the gateway sends mh-b to it once its cooldown is over."""
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            assert ask(gateway(timeout=30), "mh-b")
+            return
+        except openai.APIError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(2)
