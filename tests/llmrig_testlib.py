@@ -202,3 +202,37 @@ class Load:
         for outcome in (http + broken)[:5]:
             print(f"  {outcome.status} {outcome.error}")
         return http, broken
+
+
+def gateway_overhead(
+    host_url: str, gateway_url: str, gateway_key_file: Path, model: str, repetitions: int, base: str = "host"
+) -> None:
+    """The gateway against a host's own endpoint in one interleaved harness run (streamed chat), as clients
+    see it: the decode rate of the streamed tokens and the time to the first one, printed as JSON lines (the
+    targets are read from the figures, never asserted). Every request must be answered."""
+    from llmrig_bench.compare import compare_run
+    from llmrig_bench.runner import run
+    from llmrig_bench.workload import parse
+
+    workload = {
+        "name": "gateway-overhead",
+        "api": "chat",
+        "max_tokens": 48,
+        "prompts": "short",
+        "repetitions": repetitions,
+        "sampling": {"temperature": 0, "seed": 1},
+        "variants": {
+            base: {"model": model},
+            "gateway": {"model": model, "url": gateway_url, "key_file": str(gateway_key_file)},
+        },
+    }
+    results = run(parse(workload), host_url, API_KEY)
+    failed = [r for r in results["records"] if r.get("error")]
+    assert not failed, failed[:3]
+    figures = {c.metric: c for c in compare_run(results)}
+    print()
+    for metric in (f"client_decode_tps gateway v {base} @1", f"ttft_s gateway v {base} @1"):
+        c = figures[metric]
+        line = {"metric": metric, "n": [c.n_a, c.n_b], base: c.median_a, "gateway": c.median_b}
+        line.update(ratio=c.median_b / c.median_a, added=c.median_b - c.median_a, interval=[c.ci_low, c.ci_high])
+        print(json.dumps(dict(line, verdict=c.verdict)))

@@ -6,17 +6,12 @@ not asserted). Several inference hosts behind it are the multi-host scenario's."
 
 from __future__ import annotations
 
-import json
 import os
-import sys
 
 import anthropic
 import openai
 import pytest
-from llmrig_bench.compare import compare_run
-from llmrig_bench.runner import run
-from llmrig_bench.workload import parse
-from llmrig_testlib import API_KEY, GATEWAY_URL, request
+from llmrig_testlib import API_KEY, GATEWAY_URL, gateway_overhead, request
 
 LITELLM_URL = os.environ.get("LLMRIG_LITELLM_URL", "http://127.0.0.1:14000")
 GATEWAY_KEY = "llmrig-gateway-test-key-not-secret"
@@ -85,26 +80,4 @@ def test_the_service_is_sandboxed_and_its_keys_are_root_only(host):
 def test_the_gateways_overhead_against_the_router_in_one_interleaved_run(tmp_path):
     key_file = tmp_path / "gateway-key"
     key_file.write_text(GATEWAY_KEY)
-    workload = {
-        "name": "gateway-overhead",
-        "api": "chat",
-        "max_tokens": 48,
-        "prompts": "short",
-        "repetitions": 4,
-        "sampling": {"temperature": 0, "seed": 1},
-        "variants": {
-            "router": {"model": "gemma-a"},
-            "gateway": {"model": "gemma-a", "url": LITELLM_URL, "key_file": str(key_file)},
-        },
-    }
-    results = run(parse(workload), GATEWAY_URL, API_KEY)
-    failed = [r for r in results["records"] if r.get("error")]
-    assert not failed, failed[:3]
-    figures = {c.metric: c for c in compare_run(results)}
-    # what clients see: the decode rate of the streamed tokens and the time to the first one
-    print()
-    for metric in ("client_decode_tps gateway v router @1", "ttft_s gateway v router @1"):
-        c = figures[metric]
-        line = {"metric": metric, "n": [c.n_a, c.n_b], "router": c.median_a, "gateway": c.median_b}
-        line.update(ratio=c.median_b / c.median_a, added=c.median_b - c.median_a, interval=[c.ci_low, c.ci_high])
-        print(json.dumps(dict(line, verdict=c.verdict)), file=sys.stdout)
+    gateway_overhead(GATEWAY_URL, LITELLM_URL, key_file, "gemma-a", repetitions=4, base="router")

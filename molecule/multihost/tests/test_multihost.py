@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -18,10 +17,7 @@ import urllib.request
 import openai
 import pytest
 import testinfra
-from llmrig_bench.compare import compare_run
-from llmrig_bench.runner import run
-from llmrig_bench.workload import parse
-from llmrig_testlib import API_KEY
+from llmrig_testlib import API_KEY, gateway_overhead
 
 GATEWAY = os.environ.get("LLMRIG_MH_GATEWAY_URL", "http://127.0.0.1:24000")
 ROUTERS = {
@@ -88,27 +84,7 @@ def test_a_request_for_bs_model_never_reaches_a():
 def test_the_gateways_overhead_against_the_hosts_own_endpoint(tmp_path):
     key_file = tmp_path / "gateway-key"
     key_file.write_text(GATEWAY_KEY)
-    workload = {
-        "name": "gateway-overhead",
-        "api": "chat",
-        "max_tokens": 48,
-        "prompts": "short",
-        "repetitions": 5,
-        "sampling": {"temperature": 0, "seed": 1},
-        "variants": {
-            "host": {"model": "mh-a"},
-            "gateway": {"model": "mh-a", "url": GATEWAY, "key_file": str(key_file)},
-        },
-    }
-    results = run(parse(workload), ROUTERS["llmrig-mh-a"], API_KEY)
-    assert not [r for r in results["records"] if r.get("error")]
-    figures = {c.metric: c for c in compare_run(results)}
-    print()
-    for metric in ("client_decode_tps gateway v host @1", "ttft_s gateway v host @1"):
-        c = figures[metric]
-        line = {"metric": metric, "n": [c.n_a, c.n_b], "host": c.median_a, "gateway": c.median_b}
-        line.update(ratio=c.median_b / c.median_a, added=c.median_b - c.median_a, interval=[c.ci_low, c.ci_high])
-        print(json.dumps(dict(line, verdict=c.verdict)), file=sys.stdout)
+    gateway_overhead(ROUTERS["llmrig-mh-a"], GATEWAY, key_file, "mh-a", repetitions=5, base="host")
 
 
 @pytest.fixture
