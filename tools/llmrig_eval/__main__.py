@@ -108,10 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     speed = decode_comparison(load(work / "speed" / "comparisons.json"), "candidate", "baseline")
     published = load(work / "published.json")
     weights = {t.id: t.level for t in tasks.tasks}
-    external = {
-        name: load(work / "lm-eval" / name / "summary.json") if (work / "lm-eval").is_dir() else {} for name in names
-    }
-    external = external if all(external.values()) else {}
+    # lm-eval's scores of both, where the run had lm-eval (roles/llmrig_eval: llmrig_eval_lm_eval_python)
+    ran = (work / "lm-eval").is_dir()
+    external = {name: load(work / "lm-eval" / name / "summary.json") for name in names} if ran else {}
     result = verdict(args.incumbent, args.candidate, all_scores, weights, speed, published, external)
     samples = load(work / f"completions-{args.candidate}.json")["samples"]
     (work / "verdict.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")

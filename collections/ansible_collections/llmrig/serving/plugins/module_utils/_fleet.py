@@ -528,11 +528,11 @@ def place(entries: list[dict], host: str, inventory: dict[str, list[str]], serve
     is neither a host nor a group of the inventory fails, naming the entry, as does a placement on no inference
     host, or a candidate placed where its incumbent is not."""
     known_hosts = set(inventory.get("all", [])) | {h for members in inventory.values() for h in members}
-    placed = []
+    placed: list[tuple[int, dict]] = []
     for index, entry in enumerate(entries):
         names = entry.get("hosts")
         if names is None:
-            placed.append(entry)
+            placed.append((index, entry))
             continue
         label = entry_label(index, entry["name"])
         members: set[str] = set()
@@ -548,12 +548,11 @@ def place(entries: list[dict], host: str, inventory: dict[str, list[str]], serve
                 label, "hosts", f"{', '.join(names)} has no inference host (inference hosts: {', '.join(servers)})"
             )
         if host in members:
-            placed.append(entry)
-    here = {entry["name"] for entry in placed}
-    for entry in placed:
+            placed.append((index, entry))
+    here = {entry["name"] for _, entry in placed}
+    for index, entry in placed:
         incumbent = entry.get("candidate_for")
         if incumbent is not None and incumbent not in here:
-            index = entries.index(entry)
             raise FleetError(
                 entry_label(index, entry["name"]),
                 "hosts",
@@ -561,7 +560,7 @@ def place(entries: list[dict], host: str, inventory: dict[str, list[str]], serve
             )
     if not placed:
         raise FleetError("(fleet)", "hosts", f"no entry is placed on {host}; an inference host serves at least one")
-    return placed
+    return [entry for _, entry in placed]
 
 
 def apply_promotions(fleet: Any, promoted: Any, variable: str = "llmrig_fleet_promoted") -> Any:

@@ -16,7 +16,7 @@ import re
 import shlex
 from typing import Any
 
-from ansible_collections.llmrig.serving.plugins.module_utils._fleet import ini_value
+from ansible_collections.llmrig.serving.plugins.module_utils._fleet import _is_int, ini_value
 
 # llama-swap's own keys for what the router's presets say with these options
 ROUTER_ONLY_OPTIONS = ("alias", "load-on-startup")
@@ -31,6 +31,8 @@ _INT = ("int", None)
 _STR = ("str", None)
 _NONEMPTY = ("str", r"^[\s\S]+$")
 _BOOL = ("bool",)
+_URL = ("str", r"^https?://\S+$")
+_STRIP_PARAMS = ("str", r"^[a-zA-Z0-9_, ]*$")
 _MACROS = ("map", ("scalar",))
 _TIMEOUTS = (
     "object",
@@ -63,7 +65,7 @@ _MODEL = (
         "name": ("str", r"^.{0,128}$"),
         "description": ("str", r"^(.|\n){0,1024}$"),
         "env": ("list", ("str", r"^[A-Z_][A-Z0-9_]*=.*$")),
-        "proxy": ("str", r"^https?://\S+$"),
+        "proxy": _URL,
         # a name, or (newer releases' example) {id, name, unlisted}
         "aliases": (
             "list",
@@ -76,7 +78,7 @@ _MODEL = (
         "filters": (
             "object",
             {
-                "stripParams": ("str", r"^[a-zA-Z0-9_, ]*$"),
+                "stripParams": _STRIP_PARAMS,
                 "setParams": ("map", ("any",)),
                 "setParamsByID": ("map", ("map", ("any",))),
             },
@@ -146,12 +148,12 @@ CONFIG = (
             (
                 "object",
                 {
-                    "proxy": ("str", r"^https?://\S+$"),
+                    "proxy": _URL,
                     "apiKey": _STR,
                     "models": ("list", _NONEMPTY),
                     "filters": (
                         "object",
-                        {"stripParams": ("str", r"^[a-zA-Z0-9_, ]*$"), "setParams": ("map", ("any",))},
+                        {"stripParams": _STRIP_PARAMS, "setParams": ("map", ("any",))},
                         (),
                     ),
                     "timeouts": _TIMEOUTS,
@@ -185,10 +187,6 @@ CONFIG = (
     },
     ("models",),
 )
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _check(value: Any, spec: tuple, path: str, errors: list[str]) -> None:

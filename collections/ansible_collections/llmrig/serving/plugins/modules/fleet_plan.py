@@ -232,8 +232,9 @@ def main() -> None:
             page_cache = page_cache_budget(entries, metas, params["host_ram_mib"], params["ram_reserve_mib"], planned)
         except PlanError as exc:
             # several hosts plan the same fleet: the message says which one the entry does not fit
-            msg = f"fleet entry {exc.entry}: field '{exc.field}': on host {params['host']}: {exc.reason}"
-            module.fail_json(msg=msg if params["host"] else str(exc), entry=exc.entry, field=exc.field)
+            if params["host"]:
+                exc = PlanError(exc.entry, exc.field, f"on host {params['host']}: {exc.reason}")
+            module.fail_json(msg=str(exc), entry=exc.entry, field=exc.field)
         if planned is not None:
             plan = planned.to_dict()
             for entry, model in zip(entries, plan["models"], strict=True):
