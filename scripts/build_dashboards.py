@@ -249,7 +249,7 @@ def gpu_dashboard() -> dict:
 
 
 def inference_dashboard() -> dict:
-    by_model = "{{model}}"
+    by_model = "{{host}} {{model}}"
     return dashboard(
         "llmrig-inference",
         "llmrig / Inference",
@@ -277,8 +277,8 @@ def inference_dashboard() -> dict:
                 "Model state",
                 [
                     Query(
-                        f'max by (model, state) (llmrig_model_state{{state=~"loading|loaded|failed", {HM}}}) > 0',
-                        "{{model}} {{state}}",
+                        f'max by (host, model, state) (llmrig_model_state{{state=~"loading|loaded|failed", {HM}}}) > 0',
+                        "{{host}} {{model}} {{state}}",
                     )
                 ],
                 kind="state-timeline",
@@ -288,21 +288,23 @@ def inference_dashboard() -> dict:
             Panel(
                 3,
                 "Generated tokens/s",
-                [Query(f"sum by (model) (rate(llamacpp:tokens_predicted_total{{{HM}}}{RATE}))", by_model)],
+                [Query(f"sum by (host, model) (rate(llamacpp:tokens_predicted_total{{{HM}}}{RATE}))", by_model)],
                 unit="short",
             ),
             Panel(
                 4,
                 "Prompt tokens/s",
-                [Query(f"sum by (model) (rate(llamacpp:prompt_tokens_total{{{HM}}}{RATE}))", by_model)],
+                [Query(f"sum by (host, model) (rate(llamacpp:prompt_tokens_total{{{HM}}}{RATE}))", by_model)],
                 unit="short",
             ),
             Panel(
                 5,
                 "Requests in flight and deferred",
                 [
-                    Query(f"sum by (model) (llamacpp:requests_processing{{{HM}}})", "{{model}} processing"),
-                    Query(f"sum by (model) (llamacpp:requests_deferred{{{HM}}})", "{{model}} deferred"),
+                    Query(
+                        f"sum by (host, model) (llamacpp:requests_processing{{{HM}}})", "{{host}} {{model}} processing"
+                    ),
+                    Query(f"sum by (host, model) (llamacpp:requests_deferred{{{HM}}})", "{{host}} {{model}} deferred"),
                 ],
             ),
             Panel(
@@ -310,8 +312,8 @@ def inference_dashboard() -> dict:
                 "Prefill time per 1k prompt tokens (TTFT proxy)",
                 [
                     Query(
-                        f"1000 * sum by (model) (rate(llamacpp:prompt_seconds_total{{{HM}}}{RATE}))"
-                        f" / sum by (model) (rate(llamacpp:prompt_tokens_total{{{HM}}}{RATE}))",
+                        f"1000 * sum by (host, model) (rate(llamacpp:prompt_seconds_total{{{HM}}}{RATE}))"
+                        f" / sum by (host, model) (rate(llamacpp:prompt_tokens_total{{{HM}}}{RATE}))",
                         by_model,
                     )
                 ],
@@ -322,16 +324,16 @@ def inference_dashboard() -> dict:
             Panel(
                 7,
                 "Swaps (model loads) per hour",
-                [Query(f"sum by (model) (increase(llmrig_model_loads_total{{{HM}}}[1h]))", by_model)],
+                [Query(f"sum by (host, model) (increase(llmrig_model_loads_total{{{HM}}}[1h]))", by_model)],
             ),
             Panel(
                 8,
                 "Swap duration",
                 [
                     Query(
-                        f"sum by (model) (rate(llmrig_model_load_duration_seconds_sum{{{HM}}}[1h]))"
-                        f" / sum by (model) (rate(llmrig_model_load_duration_seconds_count{{{HM}}}[1h]))",
-                        "{{model}} mean",
+                        f"sum by (host, model) (rate(llmrig_model_load_duration_seconds_sum{{{HM}}}[1h]))"
+                        f" / sum by (host, model) (rate(llmrig_model_load_duration_seconds_count{{{HM}}}[1h]))",
+                        "{{host}} {{model}} mean",
                     ),
                     Query(
                         f"histogram_quantile(0.9, sum by (le) (rate(llmrig_model_load_duration_seconds_bucket"
@@ -345,7 +347,11 @@ def inference_dashboard() -> dict:
             Panel(
                 9,
                 "Time spent loading per hour",
-                [Query(f"sum by (model) (increase(llmrig_model_load_duration_seconds_sum{{{HM}}}[1h]))", by_model)],
+                [
+                    Query(
+                        f"sum by (host, model) (increase(llmrig_model_load_duration_seconds_sum{{{HM}}}[1h]))", by_model
+                    )
+                ],
                 unit="s",
             ),
             Panel(
@@ -353,10 +359,13 @@ def inference_dashboard() -> dict:
                 "Load failures and crashes per hour",
                 [
                     Query(
-                        f"sum by (model) (increase(llmrig_model_load_failures_total{{{HM}}}[1h]))",
-                        "{{model}} load failures",
+                        f"sum by (host, model) (increase(llmrig_model_load_failures_total{{{HM}}}[1h]))",
+                        "{{host}} {{model}} load failures",
                     ),
-                    Query(f"sum by (model) (increase(llmrig_model_crashes_total{{{HM}}}[1h]))", "{{model}} crashes"),
+                    Query(
+                        f"sum by (host, model) (increase(llmrig_model_crashes_total{{{HM}}}[1h]))",
+                        "{{host}} {{model}} crashes",
+                    ),
                 ],
             ),
             Panel(
@@ -364,8 +373,8 @@ def inference_dashboard() -> dict:
                 "Speculative draft acceptance",
                 [
                     Query(
-                        f"sum by (model) (rate(llamacpp:spec_decode_num_accepted_tokens_total{{{HM}}}{RATE}))"
-                        f" / sum by (model) (rate(llamacpp:spec_decode_num_draft_tokens_total{{{HM}}}{RATE}))",
+                        f"sum by (host, model) (rate(llamacpp:spec_decode_num_accepted_tokens_total{{{HM}}}{RATE}))"
+                        f" / sum by (host, model) (rate(llamacpp:spec_decode_num_draft_tokens_total{{{HM}}}{RATE}))",
                         by_model,
                     )
                 ],
@@ -375,7 +384,7 @@ def inference_dashboard() -> dict:
             Panel(
                 12,
                 "Longest sequence seen",
-                [Query(f"max by (model) (llamacpp:n_tokens_max{{{HM}}})", by_model)],
+                [Query(f"max by (host, model) (llamacpp:n_tokens_max{{{HM}}})", by_model)],
                 description="Prompt plus generated tokens of the longest request since the model loaded.",
             ),
         ],

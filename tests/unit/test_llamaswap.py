@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import Any
 
 import llmrig_testlib
 import pytest
@@ -16,6 +17,7 @@ from ansible.errors import AnsibleFilterError
 from ansible_collections.llmrig.serving.plugins.filter.llamaswap import llamaswap_config
 from ansible_collections.llmrig.serving.plugins.module_utils._llamaswap import check, render
 from test_example_fleet import example_fleet  # noqa: F401 (the fixture: the example fleet on shape files)
+from test_playbooks import run_play
 
 REPO = Path(__file__).resolve().parents[2]
 SETTINGS = {
@@ -276,3 +278,63 @@ def test_a_rendered_config_that_departs_fails_the_filter_naming_the_key(tmp_path
     resolved = resolve(tmp_path, test_fleet(), [])
     with pytest.raises(AnsibleFilterError, match=r"healthCheckTimeout: must be an integer, got '600'"):
         llamaswap_config(resolved, {**SETTINGS, "health_check_timeout": "600", "start_port": 5800})
+
+
+def role_play(tmp_path: Path, resolved: dict, tasks: list[dict], **inputs: Any) -> tuple[int, str]:
+    """A play on a local host with the gateway role's defaults and vars and the repository's group_vars,
+    running `tasks` (the role's own task files or templates) for the resolved fleet."""
+    role = REPO / "roles/llmrig_gateway"
+    play = {
+        "name": "llama-swap through the gateway role's own inputs",
+        "hosts": "server",
+        "gather_facts": False,
+        "vars_files": [str(role / "vars/main.yml")],
+        # the defaults as play vars, so that the inputs given here win over them as they would
+        "vars": yaml.safe_load((role / "defaults/main.yml").read_text())
+        | {"llmrig_planner_plan": {"models_max": 1, "fit": False} | resolved, "llmrig_gateway_backend": "llama-swap"}
+        | inputs,
+        "tasks": tasks,
+    }
+    return run_play(tmp_path, play, {"llm_servers": ["server"]})
+
+
+def test_the_role_renders_the_config_and_unit_from_its_own_settings(tmp_path):
+    resolved = resolve(tmp_path, test_fleet(), [])
+    pin = {"llmrig_gateway_llamaswap_version": "250", "llmrig_gateway_llamaswap_sha256": "ab" * 32}
+    config, unit = tmp_path / "llama-swap.yaml", tmp_path / "llmrig-gateway.service"
+    render_config = {
+        "name": "Render the config as the role does",
+        "ansible.builtin.copy": {
+            "content": "{{ llmrig_planner_plan | llmrig.serving.llamaswap_config(_llmrig_gateway_llamaswap_settings)"
+            " | to_nice_yaml(indent=2, width=200) }}",
+            "dest": str(config),
+            "mode": "0644",
+        },
+    }
+    render_unit = {
+        "name": "Render the unit",
+        "ansible.builtin.template": {
+            "src": str(REPO / "roles/llmrig_gateway/templates/etc/systemd/system/llmrig-gateway-llamaswap.service.j2"),
+            "dest": str(unit),
+            "mode": "0644",
+        },
+    }
+    preflight = {
+        "name": "Preflight",
+        "ansible.builtin.include_tasks": str(REPO / "roles/llmrig_gateway/tasks/preflight.yml"),
+    }
+    status, output = role_play(tmp_path, resolved, [render_config, render_unit], **pin)
+    assert status == 0, output
+    rendered = yaml.safe_load(config.read_text())
+    assert check(rendered) == []
+    assert set(rendered["models"]) == set(resolved["names"]) - {a for e in resolved["fleet"] for a in e["aliases"]}
+    assert rendered["healthCheckTimeout"] == 600 and rendered["startPort"] == 5800
+    assert rendered["apiKeys"] == ["${env.LLMRIG_API_KEY}"]
+    text = unit.read_text()
+    assert "ExecStart=/opt/llmrig/llama-swap/250/llama-swap --config /etc/llmrig/llama-swap.yaml" in text, text
+    assert "--listen 127.0.0.1:8080 --watch-config" in text
+    assert "EnvironmentFile=/etc/llmrig/llama-swap.env" in text
+    # without the pin the preflight stops, naming both inputs
+    status, output = role_play(tmp_path, resolved, [preflight], llmrig_gateway_api_key="k" * 20)
+    assert status != 0
+    assert "set llmrig_gateway_llamaswap_version" in output and "llmrig_gateway_llamaswap_sha256" in output, output

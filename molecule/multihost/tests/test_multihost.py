@@ -81,6 +81,16 @@ def test_a_request_for_bs_model_never_reaches_a():
     assert journal("llmrig-mh-b", spawn) >= max(1, before["llmrig-mh-b"])
 
 
+def test_an_inference_hosts_router_answers_the_gateway_host_and_not_the_other_inference_host():
+    """The firewall with a gateway host in the inventory: A's router port admits the gateway container (and
+    this machine, listed for the harness), and resets a connection from B at once."""
+    probe = "python3 -c 'import sys, urllib.request as u; print(u.urlopen(sys.argv[1], timeout=5).status)' {}"
+    from_gateway = testinfra.get_host("podman://llmrig-mh-gw").run(probe.format("http://llmrig-mh-a:8080/health"))
+    from_b = testinfra.get_host("podman://llmrig-mh-b").run(probe.format("http://llmrig-mh-a:8080/health"))
+    assert from_gateway.stdout.strip() == "200", from_gateway.stderr
+    assert from_b.rc != 0 and "Connection refused" in from_b.stderr, (from_b.stdout, from_b.stderr)
+
+
 def test_the_gateways_overhead_against_the_hosts_own_endpoint(tmp_path):
     key_file = tmp_path / "gateway-key"
     key_file.write_text(GATEWAY_KEY)

@@ -25,6 +25,23 @@ def firewall_networks(networks: Any, variable: str = "llmrig_firewall_allowed_ne
     return split
 
 
+def host_addresses(hosts: Any, hostvars: Any) -> list[str]:
+    """Every address of the inventory hosts `hosts` from their gathered facts (IPv4 and IPv6, link-local
+    left out), for the firewall's peers; a host whose network facts were not gathered fails naming it."""
+    found: list[str] = []
+    for name in hosts:
+        facts = hostvars[name] if name in hostvars else {}
+        if "ansible_all_ipv4_addresses" not in facts:
+            raise AnsibleFilterError(
+                f"llmrig_firewall_peers: no network facts of host {name!r} (gather facts on the gateway and"
+                " monitoring hosts first: playbooks/security.yml does)"
+            )
+        for address in [*facts["ansible_all_ipv4_addresses"], *facts.get("ansible_all_ipv6_addresses", [])]:
+            if not ipaddress.ip_address(address).is_link_local and address not in found:
+                found.append(address)
+    return found
+
+
 class FilterModule:
     def filters(self) -> dict[str, Any]:
-        return {"firewall_networks": firewall_networks}
+        return {"firewall_networks": firewall_networks, "host_addresses": host_addresses}
