@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from ansible.errors import AnsibleFilterError
 from ansible_collections.llmrig.serving.plugins.filter.network import firewall_networks, host_addresses
-from test_playbooks import REPO, run_play
+from test_playbooks import run_play, template_task
 
 
 def test_networks_are_checked_and_split_by_family():
@@ -52,16 +52,7 @@ def render(tmp_path: Path, networks: list[str], ports: list[int], **api: Any) ->
             "llmrig_firewall_ports": ports,
             **{f"llmrig_firewall_{name}": value for name, value in inputs.items()},
         },
-        "tasks": [
-            {
-                "name": "Render",
-                "ansible.builtin.template": {
-                    "src": str(REPO / "roles/llmrig_firewall/templates/etc/llmrig/firewall.nft.j2"),
-                    "dest": str(dest),
-                    "mode": "0644",
-                },
-            }
-        ],
+        "tasks": [template_task("roles/llmrig_firewall/templates/etc/llmrig/firewall.nft.j2", dest)],
     }
     status, output = run_play(tmp_path, play, {"llm_servers": ["server"]})
     return status, output, dest
@@ -118,11 +109,13 @@ def test_with_a_gateway_elsewhere_the_routers_ports_answer_only_it_and_the_monit
 def test_peer_addresses_come_from_the_hosts_facts_and_missing_facts_are_named():
     hostvars = {
         "gw": {
-            "ansible_all_ipv4_addresses": ["10.0.0.5", "10.0.0.5"],
-            "ansible_all_ipv6_addresses": ["fe80::1", "fd00::5"],
+            "ansible_facts": {
+                "all_ipv4_addresses": ["10.0.0.5", "10.0.0.5"],
+                "all_ipv6_addresses": ["fe80::1", "fd00::5"],
+            }
         },
-        "mon": {"ansible_all_ipv4_addresses": ["10.0.0.6"]},
-        "bare": {},
+        "mon": {"ansible_facts": {"all_ipv4_addresses": ["10.0.0.6"]}},
+        "bare": {"ansible_facts": {}},
     }
     assert host_addresses(["gw", "mon"], hostvars) == ["10.0.0.5", "fd00::5", "10.0.0.6"]
     with pytest.raises(AnsibleFilterError, match="no network facts of host 'bare'"):

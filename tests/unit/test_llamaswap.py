@@ -17,7 +17,7 @@ from ansible.errors import AnsibleFilterError
 from ansible_collections.llmrig.serving.plugins.filter.llamaswap import llamaswap_config
 from ansible_collections.llmrig.serving.plugins.module_utils._llamaswap import check, render
 from test_example_fleet import example_fleet  # noqa: F401 (the fixture: the example fleet on shape files)
-from test_playbooks import run_play
+from test_playbooks import run_play, template_task
 
 REPO = Path(__file__).resolve().parents[2]
 SETTINGS = {
@@ -311,14 +311,9 @@ def test_the_role_renders_the_config_and_unit_from_its_own_settings(tmp_path):
             "mode": "0644",
         },
     }
-    render_unit = {
-        "name": "Render the unit",
-        "ansible.builtin.template": {
-            "src": str(REPO / "roles/llmrig_gateway/templates/etc/systemd/system/llmrig-gateway-llamaswap.service.j2"),
-            "dest": str(unit),
-            "mode": "0644",
-        },
-    }
+    render_unit = template_task(
+        "roles/llmrig_gateway/templates/etc/systemd/system/llmrig-gateway-llamaswap.service.j2", unit
+    )
     preflight = {
         "name": "Preflight",
         "ansible.builtin.include_tasks": str(REPO / "roles/llmrig_gateway/tasks/preflight.yml"),

@@ -55,6 +55,14 @@ def host_var(tmp_path: Path, groups: dict, host: str, name: str, host_vars: dict
     return json.loads(output.split("=>", 1)[1])[name]
 
 
+def template_task(src: str, dest: Path) -> dict:
+    """A task that renders one of the repository's templates (`src` relative to it) to `dest` on the controller."""
+    return {
+        "name": f"Render {Path(src).name}",
+        "ansible.builtin.template": {"src": str(REPO / src), "dest": str(dest), "mode": "0644"},
+    }
+
+
 def run_play(
     tmp_path: Path, play: dict, groups: dict[str, list[str]], *args: str, host_vars: dict | None = None
 ) -> tuple[int, str]:

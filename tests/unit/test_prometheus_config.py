@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_playbooks import REPO, run_play
+from test_playbooks import REPO, run_play, template_task
 
 PROMTOOL = REPO / ".cache/prometheus/usr/bin/promtool"
 GROUPS = {"llm_servers": ["gpu-a", "gpu-b"], "llm_gateways": ["gw"], "monitoring": ["mon"]}
@@ -23,16 +23,7 @@ def render(tmp_path: Path, groups: dict[str, list[str]]) -> tuple[int, str, Path
         "hosts": "mon",
         "gather_facts": False,
         "vars_files": [str(REPO / f"roles/llmrig_prometheus/{kind}/main.yml") for kind in ("defaults", "vars")],
-        "tasks": [
-            {
-                "name": "Render",
-                "ansible.builtin.template": {
-                    "src": str(REPO / "roles/llmrig_prometheus/templates/etc/prometheus/prometheus.yml.j2"),
-                    "dest": str(dest),
-                    "mode": "0644",
-                },
-            }
-        ],
+        "tasks": [template_task("roles/llmrig_prometheus/templates/etc/prometheus/prometheus.yml.j2", dest)],
     }
     host_vars = {
         "gpu-a": PLANNED | {"ansible_host": "192.0.2.10"},

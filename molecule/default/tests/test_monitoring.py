@@ -139,6 +139,31 @@ def test_targets_that_should_be_up_are_up(gemma_a_resident):
     assert "400" in models["gemma-b"]["lastError"]
 
 
+def test_prometheus_scrapes_the_gateway_host_with_the_gateway_key():
+    """The LiteLLM gateway on this host (llm_gateways) is a target of its own, scraped with the clients' key
+    (its /metrics refuses requests without it), and counts a request sent through it."""
+    key = "llmrig-gateway-test-key-not-secret"  # group_vars/llmrig_test.yml
+    litellm = os.environ.get("LLMRIG_LITELLM_URL", "http://127.0.0.1:14000")
+    ask = urllib.request.Request(
+        f"{litellm}/v1/chat/completions",
+        data=json.dumps(
+            {"model": "gemma-a", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
+        ).encode(),
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(ask, timeout=120) as answer:
+        assert answer.status == 200
+    found = targets("llmrig_litellm")
+    assert [t["labels"]["host"] for t in found] == [TEST_HOST]
+    counted = 'sum(litellm_proxy_total_requests_metric_total{requested_model="gemma-a"})'
+
+    def scraped() -> bool:
+        up = targets("llmrig_litellm")[0]
+        return up["health"] == "up" and bool(instant(counted)) and float(instant(counted)[0]["value"][1]) >= 1
+
+    assert wait_for(scraped, timeout=6 * SCRAPE_INTERVAL), (targets("llmrig_litellm"), instant(counted))
+
+
 def test_inference_series_exist_after_requests(gemma_a_resident):
     generated = {r["metric"]["model"]: float(r["value"][1]) for r in instant("llamacpp:tokens_predicted_total")}
     assert generated.get("gemma-a", 0) > 0

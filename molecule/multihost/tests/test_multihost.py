@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import threading
 import time
@@ -108,7 +109,11 @@ def b_stopped():
 
 
 def test_with_b_down_the_replica_on_a_answers_and_bs_model_fails_clearly(request):
-    outcomes: list[tuple[float, str]] = []
+    """A client keeps asking for the replicated model (a new request 0.1 s after each answer) while B goes down
+    and stays down 20 s. Requests in flight on B when it goes may fail; every other one is answered, by A once
+    B is gone, and none waits out a timeout (the gateway gives up on B in seconds and sends the request to A).
+    A request for B's own model fails with an error that names it, in seconds."""
+    outcomes: list[tuple[float, float, str]] = []  # start, seconds, outcome
     stop = threading.Event()
 
     def client() -> None:
@@ -116,9 +121,10 @@ def test_with_b_down_the_replica_on_a_answers_and_bs_model_fails_clearly(request
             began = time.monotonic()
             try:
                 ask(gateway(timeout=60), "mh-both", max_tokens=12)
-                outcomes.append((began, "ok"))
+                outcome = "ok"
             except openai.APIError as exc:
-                outcomes.append((began, f"{type(exc).__name__}: {str(exc)[:160]}"))
+                outcome = f"{type(exc).__name__}: {str(exc)[:160]}"
+            outcomes.append((began, time.monotonic() - began, outcome))
             time.sleep(0.1)
 
     thread = threading.Thread(target=client)
@@ -127,21 +133,31 @@ def test_with_b_down_the_replica_on_a_answers_and_bs_model_fails_clearly(request
     stopped_at = time.monotonic()
     request.getfixturevalue("b_stopped")
     down_at = time.monotonic()
-    time.sleep(10)
+    time.sleep(20)
+    asked = time.monotonic()
     with pytest.raises(openai.APIError) as refused:
         ask(gateway(timeout=60), "mh-b")
+    refused_after = time.monotonic() - asked
     stop.set()
     thread.join()
-    failed = [(round(t - stopped_at, 2), o) for t, o in outcomes if o != "ok"]
+    failed = [(round(t - stopped_at, 2), o) for t, _, o in outcomes if o != "ok"]
+    slowest = max(outcomes, key=lambda o: o[1])
     print(
-        f"\nmh-both through the gateway while B went down ({down_at - stopped_at:.1f} s) and stayed down:"
-        f" {len(outcomes)} requests, {len(failed)} failed: {failed}"
+        f"\nmh-both through the gateway while B went down ({down_at - stopped_at:.1f} s) and stayed down 20 s:"
+        f" {len(outcomes)} requests, {len(failed)} failed: {failed};"
+        f" slowest {slowest[1]:.2f} s (started {slowest[0] - stopped_at:+.2f} s from the stop);"
+        f" median {statistics.median(d for _, d, _ in outcomes):.2f} s"
     )
-    print(f"mh-b with B down: {type(refused.value).__name__}: {str(refused.value)[:300]}")
-    # after B is down, every request for the replicated model is answered by A
-    assert all(o == "ok" for t, o in outcomes if t > down_at + 1), failed
-    assert sum(o == "ok" for _, o in outcomes) >= 10
-    assert "mh-b" in str(refused.value)
+    print(f"mh-b with B down, after {refused_after:.2f} s: {type(refused.value).__name__}: {str(refused.value)[:300]}")
+    # once B is down, every request for the replicated model is answered (by A); while it goes, at most one
+    # request (the one in flight on it) fails
+    assert all(o == "ok" for t, _, o in outcomes if t > down_at), failed
+    assert len(failed) <= 1, failed
+    assert sum(o == "ok" for _, _, o in outcomes) >= 20
+    # nobody waits out a timeout: the gateway gives up on B within the kernel's settings (7 s to connect,
+    # 13 s for unanswered data) and sends the request to A
+    assert slowest[1] < 20, slowest
+    assert "mh-b" in str(refused.value) and refused_after < 15
 
 
 def test_b_answers_again_once_it_is_back():

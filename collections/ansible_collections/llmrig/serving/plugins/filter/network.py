@@ -30,13 +30,13 @@ def host_addresses(hosts: Any, hostvars: Any) -> list[str]:
     left out), for the firewall's peers; a host whose network facts were not gathered fails naming it."""
     found: list[str] = []
     for name in hosts:
-        facts = hostvars[name] if name in hostvars else {}
-        if "ansible_all_ipv4_addresses" not in facts:
+        facts = (hostvars[name] if name in hostvars else {}).get("ansible_facts", {})
+        if "all_ipv4_addresses" not in facts:
             raise AnsibleFilterError(
                 f"llmrig_firewall_peers: no network facts of host {name!r} (gather facts on the gateway and"
                 " monitoring hosts first: playbooks/security.yml does)"
             )
-        for address in [*facts["ansible_all_ipv4_addresses"], *facts.get("ansible_all_ipv6_addresses", [])]:
+        for address in [*facts["all_ipv4_addresses"], *facts.get("all_ipv6_addresses", [])]:
             if not ipaddress.ip_address(address).is_link_local and address not in found:
                 found.append(address)
     return found
