@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import importlib
 import re
 from pathlib import Path
 
 import yaml
-from ansible_collections.llmrig.serving.plugins.filter import endpoint, network, presets
 
 COLLECTION = Path(__file__).resolve().parents[2] / "collections/ansible_collections/llmrig/serving"
 MODULES = sorted(path.stem for path in (COLLECTION / "plugins/modules").glob("*.py"))
 CONNECTIONS = sorted(path.stem for path in (COLLECTION / "plugins/connection").glob("*.py"))
 FILTERS = sorted(
-    [*presets.FilterModule().filters(), *endpoint.FilterModule().filters(), *network.FilterModule().filters()]
+    name
+    for path in (COLLECTION / "plugins/filter").glob("*.py")
+    for name in importlib.import_module(f"ansible_collections.llmrig.serving.plugins.filter.{path.stem}")
+    .FilterModule()
+    .filters()
 )
 
 
