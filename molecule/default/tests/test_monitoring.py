@@ -276,7 +276,9 @@ def test_grafana_provisioning_is_rendered(host):
 def test_a_deleted_dashboard_disappears_from_the_host(host):
     host.run("mkdir -p /var/lib/grafana/dashboards/old && echo '{}' > /var/lib/grafana/dashboards/old/gone.json")
     host.run("echo '{}' > /var/lib/grafana/dashboards/llmrig/removed.json")
-    status, output = run_playbook(TEST_HOST, ["llm_servers", "llmrig_test", "monitoring"], "monitoring.yml")
+    # the container's groups in this scenario: without llm_gateways, Prometheus would lose the gateway's job
+    groups = ["llm_servers", "llmrig_test", "monitoring", "llm_gateways"]
+    status, output = run_playbook(TEST_HOST, groups, "monitoring.yml")
     assert status == 0, output[-3000:]
     left = host.run("cd /var/lib/grafana/dashboards && find . -name '*.json' | sort").stdout.split()
     assert left == ["./llmrig/gpu.json", "./llmrig/host.json", "./llmrig/inference.json"]
