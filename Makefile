@@ -21,6 +21,14 @@ LITELLM_WHEELS := $(CACHE)/wheels/litellm
 # Prometheus and promtool from Debian's package, unpacked (not installed) for the rule and query tests
 PROMTOOL := $(CACHE)/prometheus/usr/bin/promtool
 SCENARIOS ?= default gpu_tuning multihost
+# The CUDA build check (make cuda-build-check, outside make test): NVIDIA's toolkit wheels, pinned with hashes,
+# and Debian 12's NVIDIA driver library (non-free libcuda1), which stands in for an installed driver in the test
+# container: the build links against it; there is no GPU.
+CUDA_REQUIREMENTS := roles/llmrig_llamacpp/files/cuda-pypi-requirements.txt
+CUDA_WHEELS := $(CACHE)/wheels/cuda
+LIBCUDA_DEB := $(CACHE)/deb/libcuda1_535.261.03-1_amd64.deb
+LIBCUDA_DEB_SHA256 := de1e9ca34164a5983b3f752e6699cf1ad924790f1a843b7d582bab6f99206e1e
+DEBIAN_MIRROR ?= http://deb.debian.org/debian
 DEMO_NAME := llmrig-demo
 DEMO_PORT ?= 8080
 DEMO_PROMETHEUS_PORT ?= 9090
@@ -37,7 +45,8 @@ endif
 PODMAN_RUN_OPTS := --runtime=runc --ulimit nofile=20000:20000 --ulimit nproc=32768:32768 --systemd=always \
   --cap-add=IPC_LOCK -v $(LLMRIG_TEST_CGROUP_VOLUME)
 
-.PHONY: help setup system-packages image lint unit molecule multihost test demo demo-down bench soak faults race clean
+.PHONY: help setup system-packages image lint unit molecule multihost cuda-build-check test demo demo-down bench soak \
+  faults race clean
 
 help:
 	@echo "make setup      controller venv (pinned tools), test image inputs; system packages when root"
@@ -45,6 +54,8 @@ help:
 	@echo "make demo-down  remove the demo container"
 	@echo "make test       lint + unit tests + Molecule scenarios (what CI runs)"
 	@echo "make multihost  only the Molecule scenario with two inference containers behind a LiteLLM gateway"
+	@echo "make cuda-build-check  llama.cpp's CUDA build through the role with NVIDIA's PyPI toolkit, no GPU"
+	@echo "                (about an hour on 2 cores; not in make test)"
 	@echo "make bench      the benchmark harness on the demo host: router vs direct, fit on/off swaps, threads A/B,"
 	@echo "                n-gram speculation, TTFT vs prompt length; reports with verdicts and plots in reports/"
 	@echo "make soak       10 minutes of requests alternating two models under Prometheus scrapes: extra swaps?"
@@ -131,6 +142,25 @@ multihost:
 	$(MAKE) molecule SCENARIOS=multihost
 
 test: lint unit molecule
+
+$(CUDA_WHEELS)/.complete: $(CUDA_REQUIREMENTS) | $(VENV)/.installed
+	rm -rf $(CUDA_WHEELS) && mkdir -p $(CUDA_WHEELS)
+	$(BIN)/pip download --quiet --require-hashes --no-deps --only-binary :all: -r $< -d $(CUDA_WHEELS)
+	touch $@
+
+$(LIBCUDA_DEB):
+	mkdir -p $(dir $@)
+	curl -fsSL -o $@.part $(DEBIAN_MIRROR)/pool/non-free/n/nvidia-graphics-drivers/$(notdir $@)
+	echo "$(LIBCUDA_DEB_SHA256)  $@.part" | sha256sum -c --quiet && mv $@.part $@
+
+# A cold build (the check's own ccache is emptied first), the checks on it, then a rebuild with the warm cache.
+# CUDA_ARCHITECTURES picks the GPUs the build is for (each one more adds most of the device code's time again).
+CUDA_ARCHITECTURES ?= 89
+cuda-build-check: image $(CUDA_WHEELS)/.complete $(LIBCUDA_DEB)
+	rm -rf $(CACHE)/ccache-cuda && mkdir -p $(CACHE)/ccache-cuda
+	LLMRIG_TEST_IMAGE=$$(cat $(CACHE)/image-ref) LLMRIG_CUDA_ARCHITECTURES="$(CUDA_ARCHITECTURES)" \
+	  molecule test -s cuda_build 2>&1 \
+	  | tee $(CACHE)/molecule-cuda_build.log || { scripts/molecule-failures.sh $(CACHE)/molecule-cuda_build.log; exit 1; }
 
 demo: image
 	@mkdir -p $(CACHE)/demo $(CACHE)/ccache

@@ -113,7 +113,9 @@ def recap_changed(output: str, host: str) -> int | None:
     return int(found.group(1)) if found else None
 
 
-def run_playbook(container: str, groups: list[str], playbook: str, extra_vars: dict | None = None, *args: str):
+def run_playbook(
+    container: str, groups: list[str], playbook: str, extra_vars: dict | None = None, *args: str, timeout: int = 600
+):
     """Run a playbook of this repository against a live Molecule container, with the repository's
     group_vars and the container in the given inventory groups. Returns (exit status, combined output)."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -140,7 +142,7 @@ def run_playbook(container: str, groups: list[str], playbook: str, extra_vars: d
             extra.write_text(json.dumps(extra_vars))
             command += ["-e", f"@{extra}"]
         env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
-        result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+        result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
         return result.returncode, result.stdout + result.stderr
 
 

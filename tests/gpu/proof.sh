@@ -12,6 +12,9 @@
 #   WHEELS=dir-with-ansible-core-and-gguf-wheels SOURCE_ARCHIVE=llama_cpp_python-0.3.36.tar.gz \
 #     OUT=results-dir tests/gpu/proof.sh
 # BACKEND=cpu and smaller SHAPE_* values run the same steps on a CPU host (a smoke test of the script).
+# TOOLKIT=pypi CUDA_WHEELS=dir builds with NVIDIA's toolkit wheels from that directory (make cuda-build-check
+# downloads them to .cache/wheels/cuda) instead of the host's nvcc: a GPU host without internet and without a
+# CUDA toolkit builds too.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 out=${OUT:-/tmp/llmrig-proof}
@@ -69,6 +72,7 @@ extra = {
     "llmrig_llamacpp_source": "archive", "llmrig_llamacpp_archive_path": "${SOURCE_ARCHIVE:?set SOURCE_ARCHIVE}",
     "llmrig_llamacpp_archive_subdir": "vendor/llama.cpp", "llmrig_llamacpp_backend": "$backend",
     "llmrig_llamacpp_install_build_deps": False, "llmrig_llamacpp_cuda_toolkit_package": "",
+    "llmrig_llamacpp_cuda_toolkit_source": "${TOOLKIT:-apt}", "llmrig_llamacpp_cuda_pypi_wheelhouse": "${CUDA_WHEELS:-}",
     "llmrig_llamacpp_ccache_dir": "${CCACHE_DIR:-/var/cache/llmrig/ccache}",
     "llmrig_llamacpp_targets": ["llama-server"], "llmrig_base_packages": [],
 }

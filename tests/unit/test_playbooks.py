@@ -4,6 +4,7 @@ template rendered from a resolved fleet."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -228,6 +229,7 @@ def llamacpp_preflight(tmp_path: Path, smi: str | None, **role_vars) -> tuple[in
                     "msg": "BUILD={{ __llmrig_llamacpp_backend }}:{{ __llmrig_llamacpp_cuda_archs }}:END"
                     " ID={{ __llmrig_llamacpp_build_id }}:END"
                     " COMMIT={{ __llmrig_llamacpp_git_commit | default('') }}:END"
+                    " HOME={{ __llmrig_llamacpp_cuda_home }}:END TOOLKIT={{ __llmrig_llamacpp_toolkit_id }}:END"
                 },
             },
         ],
@@ -425,6 +427,60 @@ def test_a_cuda_toolkit_too_new_for_the_driver_is_refused(tmp_path):
         )
         assert status == 0, output
         assert "BUILD=cuda:89:END" in output
+
+
+# Issue 15: the CUDA toolkit from NVIDIA's wheels on PyPI. The preflight reads the pinned requirements on the
+# controller (the CUDA release, every hash), finds the driver library to link against and checks the driver,
+# all before anything on the host changes; the toolkit's directory and the build id follow the wheels' checksum.
+PYPI_REQUIREMENTS = REPO / "roles/llmrig_llamacpp/files/cuda-pypi-requirements.txt"
+
+
+def pypi_preflight(tmp_path: Path, smi: str | None, **role_vars) -> tuple[int, str]:
+    driver = tmp_path / "libcuda.so.1"
+    driver.write_bytes(b"\x7fELF")
+    settings = {
+        "llmrig_llamacpp_backend": "cuda",
+        "llmrig_llamacpp_cuda_architectures": "89",
+        "llmrig_llamacpp_cuda_toolkit_source": "pypi",
+        "llmrig_llamacpp_cuda_driver_library": str(driver),
+    }
+    return llamacpp_preflight(tmp_path, smi, **{**settings, **role_vars})
+
+
+def test_the_pypi_toolkit_has_a_directory_and_a_build_id_of_its_own_wheels(tmp_path):
+    checksum = hashlib.sha256(PYPI_REQUIREMENTS.read_bytes()).hexdigest()
+    status, output = pypi_preflight(tmp_path, smi_with_driver("580.95.05"))
+    assert status == 0, output
+    assert f"HOME=/opt/llmrig/cuda/{checksum[:12]}/cuda:END TOOLKIT=pypi:{checksum}:END" in output
+    other = tmp_path / "requirements.txt"
+    other.write_text(PYPI_REQUIREMENTS.read_text().replace("nvidia-cublas==13.10.0.20", "nvidia-cublas==13.10.0.21"))
+    status, moved = pypi_preflight(tmp_path, None, llmrig_llamacpp_cuda_pypi_requirements=str(other))
+    assert status == 0, moved
+    assert build_id(moved) != build_id(output)
+    status, apt = llamacpp_preflight(
+        tmp_path, None, llmrig_llamacpp_backend="cuda", llmrig_llamacpp_cuda_architectures="89"
+    )
+    assert status == 0 and "HOME=/usr/local/cuda:END TOOLKIT=package:cuda-toolkit-13-0:END" in apt
+    assert build_id(apt) != build_id(output)
+
+
+def test_the_pypi_toolkit_is_refused_without_a_driver_library_a_hash_or_a_new_enough_driver(tmp_path):
+    status, output = pypi_preflight(tmp_path, None, llmrig_llamacpp_cuda_driver_library=str(tmp_path / "none.so"))
+    message = " ".join(output.split())
+    assert (
+        status != 0 and f"llmrig_llamacpp_cuda_driver_library={tmp_path}/none.so does not exist on the host" in message
+    )
+    assert "(PyPI has no stub of it)" in message and "Nothing was changed." in message
+    unhashed = tmp_path / "unhashed.txt"
+    unhashed.write_text("nvidia-cuda-nvcc==13.5.37\n")
+    status, output = pypi_preflight(tmp_path, None, llmrig_llamacpp_cuda_pypi_requirements=str(unhashed))
+    assert status != 0 and "give every line a --hash=sha256:<64 hex digits>" in " ".join(output.split()), output
+    status, output = pypi_preflight(tmp_path, smi_with_driver("535.247.01"))
+    message = " ".join(output.split())
+    assert status != 0 and "the CUDA 13 wheels of" in message, output
+    assert "need NVIDIA driver branch 580 or newer, but this host runs 535.247.01" in message
+    status, output = pypi_preflight(tmp_path, None, llmrig_llamacpp_cuda_pypi_wheelhouse=str(tmp_path / "nowhere"))
+    assert status != 0 and f"llmrig_llamacpp_cuda_pypi_wheelhouse={tmp_path}/nowhere is not a directory" in output
 
 
 # Issue 10, defect 4: a second run before the reboot forgot that a driver was installed and failed on the
