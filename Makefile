@@ -153,11 +153,12 @@ $(LIBCUDA_DEB):
 	curl -fsSL -o $@.part $(DEBIAN_MIRROR)/pool/non-free/n/nvidia-graphics-drivers/$(notdir $@)
 	echo "$(LIBCUDA_DEB_SHA256)  $@.part" | sha256sum -c --quiet && mv $@.part $@
 
-# A cold build (the check's own ccache is emptied first), the checks on it, then a rebuild with the warm cache.
-# CUDA_ARCHITECTURES picks the GPUs the build is for (each one more adds most of the device code's time again).
+# A cold build (the check's own ccache is emptied first; CUDA_CCACHE_KEEP=1 keeps it), the checks on it, then a
+# rebuild with the warm cache. CUDA_ARCHITECTURES picks the GPUs the build is for (each one more adds most of the
+# device code's time again).
 CUDA_ARCHITECTURES ?= 89
 cuda-build-check: image $(CUDA_WHEELS)/.complete $(LIBCUDA_DEB)
-	rm -rf $(CACHE)/ccache-cuda && mkdir -p $(CACHE)/ccache-cuda
+	$(if $(CUDA_CCACHE_KEEP),,rm -rf $(CACHE)/ccache-cuda &&) mkdir -p $(CACHE)/ccache-cuda
 	LLMRIG_TEST_IMAGE=$$(cat $(CACHE)/image-ref) LLMRIG_CUDA_ARCHITECTURES="$(CUDA_ARCHITECTURES)" \
 	  molecule test -s cuda_build 2>&1 \
 	  | tee $(CACHE)/molecule-cuda_build.log || { scripts/molecule-failures.sh $(CACHE)/molecule-cuda_build.log; exit 1; }

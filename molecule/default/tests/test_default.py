@@ -116,6 +116,7 @@ def test_llama_cpp_versioned_install(host):
     assert manifest["build_id"] == build_id
     assert manifest["backend"] == "cpu"
     assert manifest["source"].startswith("archive:")
+    assert manifest["build_seconds"] > 0  # the compile's wall time, recorded by the role
     assert host.file("/opt/llmrig/llama.cpp/current/bin/llama-server").mode == 0o755
 
 
