@@ -1,7 +1,7 @@
 """The CUDA build check: what the role built with NVIDIA's toolkit wheels (converge.yml), on a container without
 a GPU whose driver library is Debian 12's libcuda (prepare.yml). The build holds kernels for exactly the
 requested architectures, finds its CUDA libraries in the toolkit's directory, says that there is no CUDA device
-and serves nothing on the GPU; a rebuild with a warm ccache compiles nothing again. Every test prints its
+and serves nothing on the GPU; a rebuild with a warm ccache compiles no CUDA file again. Every test prints its
 figures (docs/gpu-proof.md, "The CUDA build without a GPU")."""
 
 from __future__ import annotations
@@ -16,8 +16,10 @@ import pytest
 from ccache_times import parse, summary
 from llmrig_testlib import REPO, TEST_HOST, run_playbook
 
-ARCHS = sorted(os.environ.get("LLMRIG_CUDA_ARCHITECTURES", "89").split(";"))
+ARCHITECTURES = os.environ.get("LLMRIG_CUDA_ARCHITECTURES", "89")
+ARCHS = sorted(ARCHITECTURES.split(";"))
 BUILDS = "/opt/llmrig/llama.cpp"
+SERVER = f"{BUILDS}/current/bin/llama-server"
 REQUIREMENTS = REPO / "roles/llmrig_llamacpp/files/cuda-pypi-requirements.txt"
 CHECKSUM = hashlib.sha256(REQUIREMENTS.read_bytes()).hexdigest()
 TOOLKIT = f"/opt/llmrig/cuda/{CHECKSUM[:12]}/cuda"
@@ -39,18 +41,14 @@ def manifest(host, build: str = "current") -> dict:
 def test_the_build_holds_kernels_for_exactly_the_requested_architectures(host):
     info = manifest(host)
     assert info["backend"] == "cuda" and info["toolkit"] == f"pypi:{CHECKSUM}", info
-    assert (
-        f"-DCMAKE_CUDA_ARCHITECTURES={';'.join(os.environ.get('LLMRIG_CUDA_ARCHITECTURES', '89').split(';'))}"
-        in (info["cmake_flags"])
-    )
+    assert f"-DCMAKE_CUDA_ARCHITECTURES={ARCHITECTURES}" in info["cmake_flags"]
     assert "-DGGML_CUDA_FA_QUANTS=all" in info["cmake_flags"]
-    server = f"{BUILDS}/current/bin/llama-server"
-    elf = host.run(f"{TOOLKIT}/bin/cuobjdump --list-elf {server}")
-    ptx = host.run(f"{TOOLKIT}/bin/cuobjdump --list-ptx {server}")
+    elf = host.run(f"{TOOLKIT}/bin/cuobjdump --list-elf {SERVER}")
+    ptx = host.run(f"{TOOLKIT}/bin/cuobjdump --list-ptx {SERVER}")
     assert elf.rc == 0 and ptx.rc == 0, elf.stderr + ptx.stderr
     elf_archs = re.findall(r"\.sm_(\d+)[af]?\.cubin$", elf.stdout, re.M)
     ptx_archs = re.findall(r"\.sm_(\d+)[af]?\.ptx$", ptx.stdout, re.M)
-    size = host.file(server).size
+    size = host.file(SERVER).size
     converge_cpu = cpu_seconds(host) - int(host.file("/root/cpu-ns-before-build").content_string) / 1e9
     print(
         f"\nllama-server {size / 2**20:.0f} MiB; {len(elf_archs)} cubins for {sorted(set(elf_archs))}, "
@@ -63,10 +61,9 @@ def test_the_build_holds_kernels_for_exactly_the_requested_architectures(host):
 
 
 def test_the_cuda_libraries_come_from_the_toolkit_and_the_driver_from_the_host(host):
-    server = f"{BUILDS}/current/bin/llama-server"
-    runpath = host.run(f"readelf -d {server}").stdout
+    runpath = host.run(f"readelf -d {SERVER}").stdout
     assert f"{TOOLKIT}/lib" in runpath, runpath
-    ldd = host.run(f"ldd {server}").stdout
+    ldd = host.run(f"ldd {SERVER}").stdout
     resolved = dict(re.findall(r"^\s*(\S+) => (\S+)", ldd, re.M))
     print("\n" + ldd)
     assert "not found" not in ldd
@@ -80,10 +77,9 @@ def test_without_a_gpu_it_says_why_and_refuses_a_cuda_device_instead_of_crashing
     """This host's driver library is Debian 12's 535, too old for CUDA 13's runtime, and there is no GPU: the
     CUDA backend says so and lists no device; asking for one is an argument error. (On a host with driver 580
     and no GPU the same line reads "no CUDA-capable device is detected".)"""
-    server = f"{BUILDS}/current/bin/llama-server"
-    version = host.run(f"{server} --version")
-    devices = host.run(f"{server} --list-devices")
-    refused = host.run(f"timeout 60 {server} --device CUDA0 -m /nonexistent.gguf --port 18999")
+    version = host.run(f"{SERVER} --version")
+    devices = host.run(f"{SERVER} --list-devices")
+    refused = host.run(f"timeout 60 {SERVER} --device CUDA0 -m /nonexistent.gguf --port 18999")
     print(f"\n{version.stderr}{devices.stderr}{devices.stdout}")
     assert version.rc == 0 and (version.stdout + version.stderr).startswith("version: ")
     init = "ggml_cuda_init: failed to initialize CUDA: CUDA driver version is insufficient for CUDA runtime version"
