@@ -60,6 +60,13 @@ def builds(host) -> set[str]:
     return set(listing)
 
 
+def ccache_misses(host) -> int:
+    """Compiles ccache could not answer from its cache, so far (the role's cache directory)."""
+    stats = host.run("CCACHE_DIR=/var/cache/llmrig/ccache ccache --print-stats")
+    assert stats.rc == 0, stats.stderr
+    return int(dict(line.split("\t") for line in stats.stdout.splitlines())["cache_miss"])
+
+
 @pytest.fixture
 def original(host):
     """The group_vars build serves before the test, and again after it (site.yml switches back to it: it is
@@ -83,16 +90,21 @@ def test_upgrade_switch_refusal_rollback_and_refusal_again(host, original, tmp_p
     original build, which is itself a switch to an installed build."""
     # 1. upgrade under load: built while the old build serves, then a drained restart and every model checked
     pid = router_pid(host)
+    misses = ccache_misses(host)
     # a steady stream, paced so that the build is not starved of the two CPUs
     with Load(pause=0.2) as load:
         returncode, output = site(RELINKED)
     assert returncode == 0, output[-3000:]
     upgraded = current(host)
+    # every compile of the new build id came from ccache, the unity sources of llama.cpp's models too (they
+    # include the sources by absolute path: the build tree's path is the same for every build)
+    assert ccache_misses(host) == misses
     assert upgraded != original
     assert serving(host) == verified(host) == upgraded
     assert router_pid(host) != pid
     assert host.file(f"{BUILDS}/{original}/bin/llama-server").exists  # kept for rollback
     manifest = json.loads(host.file(f"{BUILDS}/{upgraded}/BUILD-INFO.json").content_string)
+    print(f"\nrelinked build {upgraded}: {manifest['build_seconds']} s, no compile missed ccache")
     assert "-DCMAKE_EXE_LINKER_FLAGS=-Wl,-O1" in manifest["cmake_flags"]
     assert manifest["patches"] == [f"{p.name}:{hashlib.sha256(p.read_bytes()).hexdigest()}" for p in PATCHES]
     assert "TASK [llmrig_llamacpp : Check that the new llama-server starts]" in output
