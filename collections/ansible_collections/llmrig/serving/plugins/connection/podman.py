@@ -105,21 +105,27 @@ class Connection(PodmanConnection):
     def exec_command(self, cmd, in_data=None, sudoable=False):
         ConnectionBase.exec_command(self, cmd, in_data=in_data, sudoable=sudoable)
         argv = shlex.split(to_native(cmd, errors="surrogate_or_strict"))
+        args = ["exec", "--interactive"] if in_data is not None else ["exec"]
+        if self.user:
+            args += ["--user", self.user]
         entry = None if self.user else self._entry()
         if entry is None:
-            args = ["exec", "--interactive"] if in_data is not None else ["exec"]
-            if self.user:
-                args += ["--user", self.user]
             return self._podman(args, argv, in_data)
         command, limits, cgroups = entry
         display.vvv(f"RUN {shlex.join(['nsenter', *command[1:]])} {shlex.join(argv)}", host=self._container_id)
-        process = subprocess.Popen(
-            [to_bytes(a, errors="surrogate_or_strict") for a in command + argv],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            preexec_fn=lambda: _join(cgroups, limits),
-        )
+        try:
+            process = subprocess.Popen(
+                [to_bytes(a, errors="surrogate_or_strict") for a in command + argv],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                preexec_fn=lambda: _join(cgroups, limits),
+            )
+        except subprocess.SubprocessError as error:
+            # the child could not join the container's cgroups (on a cgroup v2 host a container cgroup whose
+            # controllers systemd inside has delegated takes no process): podman exec knows the way in
+            display.vvv(f"nsenter not used ({error}): podman exec", host=self._container_id)
+            return self._podman(args, argv, in_data)
         stdout, stderr = process.communicate(input=in_data)
         return process.returncode, stdout, stderr
 
