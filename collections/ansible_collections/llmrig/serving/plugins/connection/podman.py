@@ -83,6 +83,8 @@ class Connection(PodmanConnection):
         """Connected without a podman call: the file system is mounted by the first file transfer."""
         self._mount_point = None
         self._mounted = False
+        self._looked_for_way_in = False
+        self._way_in: tuple[list[str], list[tuple[int, int, int]], list[str]] | None = None
         self._connected = True
         return self
 
@@ -108,10 +110,13 @@ class Connection(PodmanConnection):
         args = ["exec", "--interactive"] if in_data is not None else ["exec"]
         if self.user:
             args += ["--user", self.user]
-        entry = None if self.user else self._entry()
-        if entry is None:
+        if not self._looked_for_way_in:
+            # once per task: a task's commands (a template: stat, then copy) find the same container
+            self._way_in = None if self.user else self._entry()
+            self._looked_for_way_in = True
+        if self._way_in is None:
             return self._podman(args, argv, in_data)
-        command, limits, cgroups = entry
+        command, limits, cgroups = self._way_in
         display.vvv(f"RUN {shlex.join(['nsenter', *command[1:]])} {shlex.join(argv)}", host=self._container_id)
         try:
             process = subprocess.Popen(
@@ -178,8 +183,8 @@ def _cgroup_procs(pid: str) -> list[str]:
     paths = []
     with open(f"/proc/{pid}/cgroup", encoding="utf-8") as table:
         for line in table:
-            number, controllers, path = line.rstrip("\n").split(":", 2)
-            key = "0::" if number == "0" else ",".join(sorted(controllers.split(",")))
+            number, names, path = line.rstrip("\n").split(":", 2)
+            key = "0::" if number == "0" else ",".join(sorted(names.split(",")))
             if key in mounts:
                 paths.append(os.path.join(mounts[key], path.removesuffix("/init.scope").lstrip("/"), "cgroup.procs"))
     return paths
