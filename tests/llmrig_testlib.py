@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import tempfile
 import threading
@@ -142,7 +143,11 @@ def run_playbook(
             extra.write_text(json.dumps(extra_vars))
             command += ["-e", f"@{extra}"]
         env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+        started = time.monotonic()
         result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+        # where a test's time goes (the verifiers run with -s): the playbook runs are most of it
+        tasks = len(re.findall(r"^TASK \[", result.stdout, re.M))
+        print(f"\n[{playbook}: exit {result.returncode}, {tasks} tasks, {time.monotonic() - started:.1f} s]")
         return result.returncode, result.stdout + result.stderr
 
 

@@ -147,17 +147,22 @@ class Connection(PodmanConnection):
                 "{{.Config.WorkingDir}}",
                 "{{json .EffectiveCaps}}",
                 "{{json .HostConfig.Ulimits}}",
+                "{{.ID}}",
             )
         )
         rc, out, _ = self._podman(["inspect", "--type", "container", "--format", fields])
         if rc != 0 or out.startswith((b"0\t", b"\t")):
             return None
-        pid, env, workdir, caps, ulimits = to_native(out).strip().split("\t")
+        pid, env, workdir, caps, ulimits, ident = to_native(out).strip().split("\t")
         keep = ",".join(["-all"] + ["+" + c.lower().removeprefix("cap_") for c in json.loads(caps) or []])
         command = [nsenter, "--target", pid, "--mount", "--uts", "--ipc", "--net", "--pid", "--cgroup"]
         # nsenter resolves --wd before it enters the container's root: env changes directory inside it
         command += ["--root", "--", "/usr/bin/setpriv", f"--bounding-set={keep}", "--", "/usr/bin/env", "-i"]
-        command += [f"--chdir={workdir or '/'}", *(v for v in json.loads(env) if not v.startswith("container_uuid="))]
+        # podman exec leaves out what podman generated: container_uuid, and HOSTNAME where it is the short ID
+        # (a hostname the container was given stays; seen with podman 4.3)
+        generated = f"HOSTNAME={ident[:12]}"
+        variables = [v for v in json.loads(env) if not v.startswith("container_uuid=") and v != generated]
+        command += [f"--chdir={workdir or '/'}", *variables]
         limits = [
             (getattr(resource, item["Name"]), item["Soft"], item["Hard"])
             for item in json.loads(ulimits) or []
