@@ -182,6 +182,51 @@ def test_restart_under_nonstop_load_cuts_no_request(host):
     assert re.search(r"drained: 0 requests still in flight", log), log[-2000:]
 
 
+def journal(host, since: str) -> str:
+    """The gateway unit's journal since a time the container's clock gave."""
+    return host.run("journalctl -u %s --no-pager -o cat --since %s", UNIT, since).stdout
+
+
+def test_a_request_waiting_for_its_model_is_answered_before_the_router_stops(host):
+    """The router's own drain (router-graceful-stop.patch) also waits for a request it holds while its model
+    loads: one for gemma-b, queued behind a gemma-a stream (one model at a time), has passed the draining
+    check but is not yet proxied to a model process. SIGTERM to the router alone (not the unit's ExecStop
+    drain) while both are in flight: the stream finishes, gemma-b is loaded and answers, then the router
+    stops. Counting only proxied requests, the drain saw nothing in flight once the stream ended and stopped
+    the HTTP server while gemma-b loaded: that request was cut."""
+    complete("gemma-a", max_tokens=1)
+    pid = router_pid(host)
+    since = host.run("date '+%Y-%m-%d %H:%M:%S'").stdout.strip()
+    outcomes: dict[str, faults.Outcome] = {}
+    queued = threading.Thread(
+        target=lambda: outcomes.update(queued=faults.complete(GATEWAY_URL, API_KEY, "gemma-b", timeout=120))
+    )
+    streamed = threading.Thread(
+        target=lambda: outcomes.update(
+            streamed=stream_completion("gemma-a", max_tokens=150, on_first=queued.start, timeout=120)
+        )
+    )
+    try:
+        streamed.start()
+        # the gemma-b request is in the router, waiting for gemma-a to be idle (the stream runs for seconds)
+        held = "waiting until model name=gemma-b is fully loaded"
+        assert wait_for(lambda: held in journal(host, since), timeout=30), journal(host, since)[-2000:]
+        host.run("kill -TERM %s", str(pid))
+        streamed.join(timeout=120)
+        queued.join(timeout=120)
+        assert wait_for(lambda: not _alive(host, pid), timeout=60), "the router did not stop"
+    finally:
+        if router_pid(host) in (0, pid):
+            host.run("systemctl start %s", UNIT)
+    stream, answer = outcomes["streamed"], outcomes["queued"]
+    assert stream.error is None and stream.tokens >= 140, stream
+    assert answer.status == 200 and answer.error is None and answer.tokens > 0, answer
+    log = journal(host, since)
+    print(f"\nSIGTERM with a stream and a request queued for a model load: {stream.tokens} tokens, then gemma-b")
+    assert re.search(r"draining: at most \d+ s for [12] requests in flight", log), log[-2000:]
+    assert "drained: 0 requests still in flight" in log, log[-2000:]
+
+
 def test_a_hold_runs_a_command_with_no_request_in_flight_and_clients_only_wait(host):
     """The in-flight rule for GPU settings (llmrig-gateway-drain --hold): while clients keep sending, the
     command runs with the router stopped and no model processing anything; the requests that arrive
