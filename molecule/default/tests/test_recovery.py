@@ -182,11 +182,6 @@ def test_restart_under_nonstop_load_cuts_no_request(host):
     assert re.search(r"drained: 0 requests still in flight", log), log[-2000:]
 
 
-def journal(host, since: str) -> str:
-    """The gateway unit's journal since a time the container's clock gave."""
-    return host.run("journalctl -u %s --no-pager -o cat --since %s", UNIT, since).stdout
-
-
 def test_a_request_waiting_for_its_model_is_answered_before_the_router_stops(host):
     """The router's own drain (router-graceful-stop.patch) also waits for a request it holds while its model
     loads: one for gemma-b, queued behind a gemma-a stream (one model at a time), has passed the draining
@@ -196,7 +191,8 @@ def test_a_request_waiting_for_its_model_is_answered_before_the_router_stops(hos
     the HTTP server while gemma-b loaded: that request was cut."""
     complete("gemma-a", max_tokens=1)
     pid = router_pid(host)
-    since = host.run("date '+%Y-%m-%d %H:%M:%S'").stdout.strip()
+    watch = faults.Host(TEST_HOST)
+    mark = watch.cursor()
     outcomes: dict[str, faults.Outcome] = {}
     queued = threading.Thread(
         target=lambda: outcomes.update(queued=faults.complete(GATEWAY_URL, API_KEY, "gemma-b", timeout=120))
@@ -210,7 +206,7 @@ def test_a_request_waiting_for_its_model_is_answered_before_the_router_stops(hos
         streamed.start()
         # the gemma-b request is in the router, waiting for gemma-a to be idle (the stream runs for seconds)
         held = "waiting until model name=gemma-b is fully loaded"
-        assert wait_for(lambda: held in journal(host, since), timeout=30), journal(host, since)[-2000:]
+        assert wait_for(lambda: held in watch.journal_since(mark), timeout=30), watch.journal_since(mark)[-2000:]
         host.run("kill -TERM %s", str(pid))
         streamed.join(timeout=120)
         queued.join(timeout=120)
@@ -221,7 +217,7 @@ def test_a_request_waiting_for_its_model_is_answered_before_the_router_stops(hos
     stream, answer = outcomes["streamed"], outcomes["queued"]
     assert stream.error is None and stream.tokens >= 140, stream
     assert answer.status == 200 and answer.error is None and answer.tokens > 0, answer
-    log = journal(host, since)
+    log = watch.journal_since(mark)
     print(f"\nSIGTERM with a stream and a request queued for a model load: {stream.tokens} tokens, then gemma-b")
     assert re.search(r"draining: at most \d+ s for [12] requests in flight", log), log[-2000:]
     assert "drained: 0 requests still in flight" in log, log[-2000:]
