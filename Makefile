@@ -20,7 +20,8 @@ NVML_WHEEL := $(CACHE)/wheels/nvidia_ml_py-$(NVML_VERSION)-py3-none-any.whl
 LITELLM_WHEELS := $(CACHE)/wheels/litellm
 # Prometheus and promtool from Debian's package, unpacked (not installed) for the rule and query tests
 PROMTOOL := $(CACHE)/prometheus/usr/bin/promtool
-SCENARIOS ?= default gpu_tuning multihost
+# Molecule scenarios of make test; they run side by side (one make job each)
+SCENARIOS ?= default changes gpu_tuning multihost
 # The CUDA build check (make cuda-build-check, outside make test): NVIDIA's toolkit wheels, pinned with hashes,
 # and Debian 12's NVIDIA driver library (non-free libcuda1), which stands in for an installed driver in the test
 # container: the build links against it; there is no GPU.
@@ -130,18 +131,42 @@ lint: $(VENV)/.installed $(PROMTOOL)
 unit: $(VENV)/.installed $(PROMTOOL) $(MODEL)
 	$(BIN)/pytest -q -n auto tests/unit
 
+# The scenarios side by side, one job each: make prints each one's output when it ends (--output-sync), and
+# scripts/test-progress.sh says meanwhile where each one is (its log: .cache/molecule-SCENARIO.log). They
+# share the llama.cpp ccache (builds take turns, so the later ones compile from the cache) and the verifiers
+# take turns for the tests that measure speed (tests/llmrig_turns.py).
 molecule: image
-	mkdir -p $(CACHE)/ccache
-	for scenario in $(SCENARIOS); do \
-	  LLMRIG_TEST_IMAGE=$$(cat $(CACHE)/image-ref) molecule test -s $$scenario 2>&1 | tee $(CACHE)/molecule-$$scenario.log \
-	    || { scripts/molecule-failures.sh $(CACHE)/molecule-$$scenario.log; exit 1; }; \
-	done
+	@scripts/test-progress.sh $(SCENARIOS) & progress=$$!; trap 'kill $$progress' EXIT; \
+	$(MAKE) --no-print-directory -j $(words $(SCENARIOS)) --output-sync=target $(addprefix molecule-,$(SCENARIOS))
 
-# the multi-host scenario alone (make test runs it after the others)
+# One scenario (the targets behind make molecule; run alone: make molecule SCENARIOS=changes). The scenarios
+# on the base configuration's platform get ports of their own, so that they can run at the same time.
+molecule-changes: export LLMRIG_TEST_GATEWAY_PORT := 18180
+molecule-changes: export LLMRIG_TEST_PROMETHEUS_PORT := 19190
+molecule-changes: export LLMRIG_TEST_TLS_PORT := 18543
+molecule-changes: export LLMRIG_TEST_LITELLM_PORT := 14100
+molecule-gpu_tuning: export LLMRIG_TEST_GATEWAY_PORT := 18280
+molecule-gpu_tuning: export LLMRIG_TEST_PROMETHEUS_PORT := 19290
+molecule-gpu_tuning: export LLMRIG_TEST_TLS_PORT := 18643
+molecule-gpu_tuning: export LLMRIG_TEST_LITELLM_PORT := 14200
+molecule-%:
+	@mkdir -p $(CACHE)/ccache
+	@echo "== Molecule scenario $*: started $$(date -u +%T)"
+	@started=$$(date +%s); \
+	LLMRIG_TEST_IMAGE=$$(cat $(CACHE)/image-ref) molecule test -s $* 2>&1 | tee $(CACHE)/molecule-$*.log \
+	  || { scripts/molecule-failures.sh $(CACHE)/molecule-$*.log; \
+	       echo "== Molecule scenario $*: FAILED after $$(( $$(date +%s) - started )) s"; exit 1; }; \
+	echo "== Molecule scenario $*: passed in $$(( $$(date +%s) - started )) s"
+
+# the multi-host scenario alone (make test runs it beside the others)
 multihost:
 	$(MAKE) molecule SCENARIOS=multihost
 
-test: lint unit molecule
+# lint and the unit tests beside the scenarios (most of a scenario's time is waiting, not computing)
+test: image
+	@scripts/test-progress.sh $(SCENARIOS) & progress=$$!; trap 'kill $$progress' EXIT; \
+	$(MAKE) --no-print-directory -j $$(( $(words $(SCENARIOS)) + 2 )) --output-sync=target lint unit \
+	  $(addprefix molecule-,$(SCENARIOS))
 
 $(CUDA_WHEELS)/.complete: $(CUDA_REQUIREMENTS) | $(VENV)/.installed
 	rm -rf $(CUDA_WHEELS) && mkdir -p $(CUDA_WHEELS)

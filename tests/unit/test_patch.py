@@ -1,7 +1,7 @@
 """Routine patching's logic (tools/llmrig_patch): the installed packages and their changes from dpkg-query's
 lines, the hold patterns, apt's plan, the reboot reasons, the benchmark after against before over real HTTP
 against the stand-in endpoint, and the report with its failures. The playbook runs in Molecule
-(molecule/default/tests/test_patch.py)."""
+(molecule/changes/tests/test_patch.py)."""
 
 from __future__ import annotations
 

@@ -19,6 +19,9 @@ import pytest
 from llmrig_bench.runner import spec_totals
 from llmrig_testlib import API_KEY, GATEWAY_URL, REPO, TEST_HOST, run_playbook
 
+# verdicts on speed and page-cache reads: alone on the CPUs (tests/llmrig_turns.py)
+pytestmark = pytest.mark.quiet
+
 GROUPS = ["llm_servers", "llmrig_test"]
 
 

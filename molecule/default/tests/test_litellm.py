@@ -77,6 +77,7 @@ def test_the_service_is_sandboxed_and_its_keys_are_root_only(host):
     assert float(score.split("level for llmrig-litellm.service: ")[1].split()[0]) <= 3.7, score
 
 
+@pytest.mark.quiet
 def test_the_gateways_overhead_against_the_router_in_one_interleaved_run(tmp_path):
     key_file = tmp_path / "gateway-key"
     key_file.write_text(GATEWAY_KEY)

@@ -92,6 +92,7 @@ def test_an_inference_hosts_router_answers_the_gateway_host_and_not_the_other_in
     assert from_b.rc != 0 and "Connection refused" in from_b.stderr, (from_b.stdout, from_b.stderr)
 
 
+@pytest.mark.quiet
 def test_the_gateways_overhead_against_the_hosts_own_endpoint(tmp_path):
     key_file = tmp_path / "gateway-key"
     key_file.write_text(GATEWAY_KEY)
@@ -110,9 +111,10 @@ def b_stopped():
 
 def test_with_b_down_the_replica_on_a_answers_and_bs_model_fails_clearly(request):
     """A client keeps asking for the replicated model (a new request 0.1 s after each answer) while B goes down
-    and stays down 20 s. Requests in flight on B when it goes may fail; every other one is answered, by A once
-    B is gone, and none waits out a timeout (the gateway gives up on B in seconds and sends the request to A).
-    A request for B's own model fails with an error that names it, in seconds."""
+    and stays down 20 s (and until 10 requests sent meanwhile are answered). Requests in flight on B when it
+    goes may fail; every other one is answered, by A once B is gone, and none waits out a timeout (the gateway
+    gives up on B in seconds and sends the request to A). A request for B's own model fails with an error that
+    names it, in seconds."""
     outcomes: list[tuple[float, float, str]] = []  # start, seconds, outcome
     stop = threading.Event()
 
@@ -138,6 +140,10 @@ def test_with_b_down_the_replica_on_a_answers_and_bs_model_fails_clearly(request
     with pytest.raises(openai.APIError) as refused:
         ask(gateway(timeout=60), "mh-b")
     refused_after = time.monotonic() - asked
+    # at least 10 answers to requests sent with B down, however slow a busy machine makes them (60 s at most)
+    deadline = time.monotonic() + 60
+    while sum(t > down_at and o == "ok" for t, _, o in outcomes) < 10 and time.monotonic() < deadline:
+        time.sleep(0.5)
     stop.set()
     thread.join()
     failed = [(round(t - stopped_at, 2), o) for t, _, o in outcomes if o != "ok"]
@@ -153,7 +159,7 @@ def test_with_b_down_the_replica_on_a_answers_and_bs_model_fails_clearly(request
     # request (the one in flight on it) fails
     assert all(o == "ok" for t, _, o in outcomes if t > down_at), failed
     assert len(failed) <= 1, failed
-    assert sum(o == "ok" for _, _, o in outcomes) >= 20
+    assert sum(t > down_at and o == "ok" for t, _, o in outcomes) >= 10
     # nobody waits out a timeout: the gateway gives up on B within the kernel's settings (7 s to connect,
     # 13 s for unanswered data) and sends the request to A
     assert slowest[1] < 20, slowest

@@ -15,6 +15,7 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 from llmrig_testlib import REPO, TEST_HOST, complete, plain, recap_changed, request, run_playbook
 
@@ -48,6 +49,7 @@ def router_models() -> dict[str, dict]:
     return {model["id"]: model for model in body["data"]}
 
 
+@pytest.mark.quiet
 def test_a_faster_value_is_kept_and_applied_and_a_value_that_changes_the_output_is_rejected(tmp_path):
     vars_file, reports = tmp_path / "host_vars" / TEST_HOST / "llmrig_tune.yml", tmp_path / "reports"
     tune(REPO / "files/tune/threads.yml", vars_file, reports)

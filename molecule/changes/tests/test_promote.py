@@ -17,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 from llmrig_testlib import API_KEY, GATEWAY_URL, TEST_HOST, Load, plain, recap_changed, request, run_playbook
 
@@ -47,6 +48,7 @@ def completion(model: str) -> tuple[int, str]:
     return status, body["choices"][0]["text"] if status == 200 else str(body)
 
 
+@pytest.mark.quiet
 def test_the_evaluation_picks_the_better_model_and_the_promotion_moves_its_name_without_a_failure(tmp_path):
     reports = tmp_path / "reports"
     output = playbook("evaluate.yml", {**QUICK, **LM_EVAL, "llmrig_eval_reports_dir": str(reports)})
