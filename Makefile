@@ -47,13 +47,13 @@ PODMAN_RUN_OPTS := --runtime=runc --ulimit nofile=20000:20000 --ulimit nproc=327
   --cap-add=IPC_LOCK -v $(LLMRIG_TEST_CGROUP_VOLUME)
 
 .PHONY: help setup system-packages image lint unit molecule multihost cuda-build-check test demo demo-down bench soak \
-  faults race clean
+  faults race clean checks
 
 help:
 	@echo "make setup      controller venv (pinned tools), test image inputs; system packages when root"
 	@echo "make demo       build a local Debian 12 container host, deploy llmrig, ask the model something"
 	@echo "make demo-down  remove the demo container"
-	@echo "make test       lint + unit tests + Molecule scenarios (what CI runs)"
+	@echo "make test       lint, unit tests and the Molecule scenarios, side by side (what CI runs)"
 	@echo "make multihost  only the Molecule scenario with two inference containers behind a LiteLLM gateway"
 	@echo "make cuda-build-check  llama.cpp's CUDA build through the role with NVIDIA's PyPI toolkit, no GPU"
 	@echo "                (about an hour on 2 cores; not in make test)"
@@ -134,7 +134,9 @@ unit: $(VENV)/.installed $(PROMTOOL) $(MODEL)
 # The scenarios side by side, one job each: make prints each one's output when it ends (--output-sync), and
 # scripts/test-progress.sh says meanwhile where each one is (its log: .cache/molecule-SCENARIO.log). They
 # share the llama.cpp ccache (builds take turns, so the later ones compile from the cache) and the verifiers
-# take turns for the tests that measure speed (tests/llmrig_turns.py).
+# take turns for the tests that measure speed (tests/llmrig_turns.py). The first scenario is the longest:
+# the others, and lint and the unit tests in make test, run at a lower CPU priority (nice), so that they use
+# what it leaves idle instead of slowing it down.
 molecule: image
 	@scripts/test-progress.sh $(SCENARIOS) & progress=$$!; trap 'kill $$progress' EXIT; \
 	$(MAKE) --no-print-directory -j $(words $(SCENARIOS)) --output-sync=target $(addprefix molecule-,$(SCENARIOS))
@@ -153,7 +155,8 @@ molecule-%:
 	@mkdir -p $(CACHE)/ccache
 	@echo "== Molecule scenario $*: started $$(date -u +%T)"
 	@started=$$(date +%s); \
-	LLMRIG_TEST_IMAGE=$$(cat $(CACHE)/image-ref) molecule test -s $* 2>&1 | tee $(CACHE)/molecule-$*.log \
+	LLMRIG_TEST_IMAGE=$$(cat $(CACHE)/image-ref) $(if $(filter $*,$(firstword $(SCENARIOS))),,nice -n 10) \
+	  molecule test -s $* 2>&1 | tee $(CACHE)/molecule-$*.log \
 	  || { scripts/molecule-failures.sh $(CACHE)/molecule-$*.log; \
 	       echo "== Molecule scenario $*: FAILED after $$(( $$(date +%s) - started )) s"; exit 1; }; \
 	echo "== Molecule scenario $*: passed in $$(( $$(date +%s) - started )) s"
@@ -165,8 +168,11 @@ multihost:
 # lint and the unit tests beside the scenarios (most of a scenario's time is waiting, not computing)
 test: image
 	@scripts/test-progress.sh $(SCENARIOS) & progress=$$!; trap 'kill $$progress' EXIT; \
-	$(MAKE) --no-print-directory -j $$(( $(words $(SCENARIOS)) + 2 )) --output-sync=target lint unit \
+	$(MAKE) --no-print-directory -j $$(( $(words $(SCENARIOS)) + 1 )) --output-sync=target checks \
 	  $(addprefix molecule-,$(SCENARIOS))
+
+checks:
+	nice -n 10 $(MAKE) --no-print-directory lint unit
 
 $(CUDA_WHEELS)/.complete: $(CUDA_REQUIREMENTS) | $(VENV)/.installed
 	rm -rf $(CUDA_WHEELS) && mkdir -p $(CUDA_WHEELS)

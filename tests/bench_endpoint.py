@@ -21,6 +21,7 @@ RESIDENT: list[str] = []  # the model loaded now (none at the start)
 PROCESS: dict[str, int] = {}
 MODEL_FILE = ["/nonexistent.gguf"]  # every model's --model; a test may point it at a real file
 HITS: list[tuple[int, str]] = []
+LOADS: list[str] = []  # the model of each request that waited for a load
 # drafted and accepted tokens served per model, for /metrics (a real model process counts the same way)
 COUNTERS: dict[str, list[float]] = {}
 COUNTERS_LOCK = threading.Lock()
@@ -101,6 +102,8 @@ class Endpoint(BaseHTTPRequestHandler):
             HITS.append((self.server.server_address[1], model))
             swap = RESIDENT != [model]
             RESIDENT[:] = [model]
+            if swap:
+                LOADS.append(model)
         if swap:
             time.sleep(LOAD_S)
             if Path(MODEL_FILE[0]).is_file():
@@ -142,6 +145,7 @@ def endpoint() -> Iterator[str]:
         COUNTERS.clear()  # a new server is a new set of model processes
         RESIDENT.clear()
         HITS.clear()
+        LOADS.clear()
     server = ThreadingHTTPServer(("127.0.0.1", 0), Endpoint)
     process = ThreadingHTTPServer(("127.0.0.1", 0), Endpoint)
     PROCESS["port"] = process.server_port
