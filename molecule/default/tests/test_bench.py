@@ -19,9 +19,6 @@ import pytest
 from llmrig_bench.runner import spec_totals
 from llmrig_testlib import API_KEY, GATEWAY_URL, REPO, TEST_HOST, run_playbook
 
-# verdicts on speed and page-cache reads: alone on the CPUs (tests/llmrig_turns.py)
-pytestmark = pytest.mark.quiet
-
 GROUPS = ["llm_servers", "llmrig_test"]
 
 
@@ -44,6 +41,7 @@ def bench(workload: str, reports: Path, **settings: object) -> tuple[dict, dict[
     return results, verdicts, report
 
 
+@pytest.mark.quiet  # speed verdicts: alone on the CPUs (tests/llmrig_turns.py)
 def test_ngram_drafts_agree_between_timings_and_metrics_and_get_a_verdict(tmp_path):
     results, verdicts, report = bench("ngram", tmp_path, llmrig_bench_stress_cycles=1)
     totals = spec_totals(results)
@@ -109,6 +107,7 @@ def test_determinism_fails_naming_the_place_when_an_input_changes(baseline, chan
     assert done.stdout.startswith("NOT deterministic") and named in done.stdout, done.stdout
 
 
+@pytest.mark.quiet  # speed verdicts: alone on the CPUs (tests/llmrig_turns.py)
 def test_a_kept_file_stays_in_the_page_cache_and_a_cold_one_is_read_from_disk(host, tmp_path):
     unit = host.service("llmrig-page-cache")
     assert unit.is_running and unit.is_enabled
