@@ -141,9 +141,12 @@ unit: $(VENV)/.installed $(PROMTOOL) $(MODEL)
 # the lock's holder: at low priority that build shares the CPUs with everything else that is niced (seen in
 # a run: it held the lock from minute 5 to 13 of the scenarios while the default scenario waited).
 MOLECULE_NICE_SCENARIOS ?= changes gpu_tuning
+# other make targets run as jobs beside the scenarios (make test: checks)
+MOLECULE_BESIDE ?=
 molecule: image
 	@scripts/test-progress.sh $(SCENARIOS) & progress=$$!; trap 'kill $$progress' EXIT; \
-	$(MAKE) --no-print-directory -j $(words $(SCENARIOS)) --output-sync=target $(addprefix molecule-,$(SCENARIOS))
+	$(MAKE) --no-print-directory -j $(words $(SCENARIOS) $(MOLECULE_BESIDE)) --output-sync=target $(MOLECULE_BESIDE) \
+	  $(addprefix molecule-,$(SCENARIOS))
 
 # One scenario (the targets behind make molecule; run alone: make molecule SCENARIOS=changes). The scenarios
 # on the base configuration's platform get ports of their own, so that they can run at the same time.
@@ -170,10 +173,8 @@ multihost:
 	$(MAKE) molecule SCENARIOS=multihost
 
 # lint and the unit tests beside the scenarios (most of a scenario's time is waiting, not computing)
-test: image
-	@scripts/test-progress.sh $(SCENARIOS) & progress=$$!; trap 'kill $$progress' EXIT; \
-	$(MAKE) --no-print-directory -j $$(( $(words $(SCENARIOS)) + 1 )) --output-sync=target checks \
-	  $(addprefix molecule-,$(SCENARIOS))
+test:
+	$(MAKE) --no-print-directory molecule MOLECULE_BESIDE=checks
 
 checks:
 	nice -n 10 $(MAKE) --no-print-directory lint unit

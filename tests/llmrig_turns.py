@@ -7,7 +7,7 @@ waits until no test of any scenario is running and holds the others off until it
 so that a waiting quiet test is not starved by ordinary tests that keep arriving) in the repository's
 .cache/test-turns/, taken with flock(2) for each test's setup, call and teardown together (a module fixture
 that benchmarks runs in the setup of its first test). Quiet tests run last in each verifier, after the
-scenarios have converged. Each scenario's conftest imports these hooks."""
+scenarios have converged. molecule/conftest.py loads these hooks for every scenario."""
 
 from __future__ import annotations
 
