@@ -25,5 +25,6 @@ Try it yourself (the key is in $2):
 
 List the models:     curl -H "Authorization: Bearer \$(cat $2)" $url/v1/models
 OpenAI clients:      base_url=$url/v1  api_key=\$(cat $2)
+What it is doing:    bin/llmrig status -i inventory/demo
 Remove the demo:     make demo-down
 MSG

@@ -114,29 +114,31 @@ def recap_changed(output: str, host: str) -> int | None:
     return int(found.group(1)) if found else None
 
 
+def inventory_for(directory: Path, containers: dict[str, list[str]]) -> Path:
+    """An inventory in the directory for live Molecule containers, each in the given groups, with the
+    repository's group_vars and the scenario's host_vars. Returns its path."""
+    inventory = directory / "inventory"
+    inventory.mkdir()
+    (inventory / "group_vars").symlink_to(REPO / "group_vars")
+    host_vars = REPO / "molecule" / os.environ.get("MOLECULE_SCENARIO_NAME", "default") / "host_vars"
+    if host_vars.is_dir():
+        (inventory / "host_vars").symlink_to(host_vars)
+    children: dict[str, dict] = {}
+    for container, groups in containers.items():
+        for group in groups:
+            children.setdefault(group, {"hosts": {}})["hosts"][container] = None
+    connection = {"ansible_connection": "llmrig.serving.podman", "ansible_pipelining": True}
+    (inventory / "hosts.yml").write_text(json.dumps({"all": {"children": children, "vars": connection}}))
+    return inventory
+
+
 def run_playbook(
     container: str, groups: list[str], playbook: str, extra_vars: dict | None = None, *args: str, timeout: int = 600
 ):
     """Run a playbook of this repository against a live Molecule container, with the repository's
     group_vars and the container in the given inventory groups. Returns (exit status, combined output)."""
     with tempfile.TemporaryDirectory() as tmp:
-        inventory = Path(tmp, "inventory")
-        inventory.mkdir()
-        (inventory / "group_vars").symlink_to(REPO / "group_vars")
-        host_vars = REPO / "molecule" / os.environ.get("MOLECULE_SCENARIO_NAME", "default") / "host_vars"
-        if host_vars.is_dir():
-            (inventory / "host_vars").symlink_to(host_vars)
-        children = {group: {"hosts": {container: None}} for group in groups}
-        (inventory / "hosts.yml").write_text(
-            json.dumps(
-                {
-                    "all": {
-                        "children": children,
-                        "vars": {"ansible_connection": "llmrig.serving.podman", "ansible_pipelining": True},
-                    }
-                }
-            )
-        )
+        inventory = inventory_for(Path(tmp), {container: groups})
         command = ["ansible-playbook", "-i", str(inventory), str(REPO / "playbooks" / playbook), *args]
         if extra_vars is not None:
             extra = Path(tmp, "extra.json")

@@ -67,6 +67,11 @@ def test_recorded_swaps_count_loads_durations_and_the_crash():
     assert value(registry, "llmrig_model_load_duration_seconds_count", model="a") == 2
     assert value(registry, "llmrig_model_load_duration_seconds_sum", model="a") == 4.0
     assert value(registry, "llmrig_model_load_duration_seconds_sum", model="b") == 2.0
+    # the last load of each model: when it became ready (the replay's clock) and how long it took
+    assert value(registry, "llmrig_model_last_load_duration_seconds", model="a") == 2.0
+    assert value(registry, "llmrig_model_last_load_timestamp_seconds", model="a") > value(
+        registry, "llmrig_model_last_load_timestamp_seconds", model="b"
+    )
     # evictions exit 0 and are not failures; the SIGKILL of a ready model is a crash, not a load failure
     assert value(registry, "llmrig_model_crashes_total", model="a") == 1
     assert value(registry, "llmrig_model_crashes_total", model="b") == 0
@@ -106,6 +111,19 @@ def test_snapshot_sets_state_without_counting_loads_and_forgets_removed_models()
     tracker.snapshot([{"id": "a", "status": {"value": "loaded"}}], 11)
     assert tracker.models() == ["a"]
     assert value(registry, "llmrig_model_state", model="b", state="failed") is None
+
+
+def test_a_removed_model_loses_its_last_load():
+    registry, tracker = new_tracker()
+    tracker.snapshot([{"id": "a", "status": {"value": "unloaded"}}, {"id": "b", "status": {"value": "unloaded"}}], 0)
+    assert value(registry, "llmrig_model_last_load_timestamp_seconds", model="a") is None  # none yet
+    tracker.event({"model": "a", "event": "model_status", "data": {"status": "loading"}}, 1000.0)
+    tracker.event({"model": "a", "event": "status_change", "data": {"status": "loaded"}}, 1003.5)
+    assert value(registry, "llmrig_model_last_load_timestamp_seconds", model="a") == 1003.5
+    assert value(registry, "llmrig_model_last_load_duration_seconds", model="a") == 3.5
+    tracker.snapshot([{"id": "b", "status": {"value": "unloaded"}}], 1004)
+    assert value(registry, "llmrig_model_last_load_timestamp_seconds", model="a") is None
+    assert value(registry, "llmrig_model_last_load_duration_seconds", model="a") is None
 
 
 def test_reload_and_unknown_models_ask_for_a_new_model_list():

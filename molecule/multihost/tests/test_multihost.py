@@ -3,22 +3,26 @@ mh-a on A, mh-b on B. Every name answers through the gateway with the official S
 each router serves only its own entries and a request for B's model never reaches A; the gateway's overhead
 against A's own endpoint in one interleaved run (figures printed); and with B stopped, the replica on A keeps
 answering (the failures counted while B goes down are printed), B's model fails with a clear error, and
-answers again once B is back."""
+answers again once B is back. `llmrig status` shows each host's own models and exits 0, and 1 while B is
+down."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import statistics
 import subprocess
+import tempfile
 import threading
 import time
 import urllib.request
+from pathlib import Path
 
 import openai
 import pytest
 import testinfra
-from llmrig_testlib import API_KEY, gateway_overhead
+from llmrig_testlib import API_KEY, REPO, gateway_overhead, inventory_for
 
 GATEWAY = os.environ.get("LLMRIG_MH_GATEWAY_URL", "http://127.0.0.1:24000")
 ROUTERS = {
@@ -99,6 +103,30 @@ def test_the_gateways_overhead_against_the_hosts_own_endpoint(tmp_path):
     gateway_overhead(ROUTERS["llmrig-mh-a"], GATEWAY, key_file, "mh-a", repetitions=5, base="host")
 
 
+def llmrig_status(*args: str) -> subprocess.CompletedProcess:
+    """`bin/llmrig status` with an inventory of this scenario's three containers."""
+    servers = ["llm_servers", "llmrig_test"]
+    containers = {"llmrig-mh-a": servers, "llmrig-mh-b": servers, "llmrig-mh-gw": ["llm_gateways", "llmrig_test"]}
+    with tempfile.TemporaryDirectory() as tmp:
+        command = [str(REPO / "bin/llmrig"), "status", "-i", str(inventory_for(Path(tmp), containers)), *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+
+
+def test_llmrig_status_shows_each_hosts_own_models_and_exits_0():
+    done = llmrig_status()
+    print(f"\n{done.stdout}")
+    assert done.returncode == 0, done.stdout + done.stderr
+    for host, names in PLACED.items():
+        table = re.search(rf"^{host}: healthy\n(.*?)(?:\n\n|\Z)", done.stdout, re.M | re.S)
+        assert table, f"no healthy table for {host}"
+        shown = set(re.findall(r"^  (mh-[a-z-]+) +(?:loaded|unloaded|loading|sleeping) ", table[1], re.M))
+        assert shown and shown <= names, (host, shown)
+    assert "mh-b" not in re.search(r"^llmrig-mh-a: .*?(?:\n\n|\Z)", done.stdout, re.M | re.S)[0]
+    as_json = json.loads(llmrig_status("--json").stdout)
+    assert {status["host"] for status in as_json} == set(PLACED)
+    assert all(status["healthy"] and status["build"]["id"] for status in as_json)
+
+
 @pytest.fixture
 def b_stopped():
     """Host B goes down as a whole (its container stops: systemd drains its router on the way) and comes back."""
@@ -140,6 +168,7 @@ def test_with_b_down_the_replica_on_a_answers_and_bs_model_fails_clearly(request
     with pytest.raises(openai.APIError) as refused:
         ask(gateway(timeout=60), "mh-b")
     refused_after = time.monotonic() - asked
+    status = llmrig_status()
 
     def answered_with_b_down() -> int:
         return sum(t > down_at and o == "ok" for t, _, o in outcomes)
@@ -168,6 +197,11 @@ def test_with_b_down_the_replica_on_a_answers_and_bs_model_fails_clearly(request
     # 13 s for unanswered data) and sends the request to A
     assert slowest[1] < 20, slowest
     assert "mh-b" in str(refused.value) and refused_after < 15
+    # llmrig status says so: exit 1, B unhealthy with why (its container is stopped), A healthy
+    print(status.stdout)
+    assert status.returncode == 1, status.stdout + status.stderr
+    assert re.search(r"^llmrig-mh-b: UNHEALTHY\n  ! \S", status.stdout, re.M), status.stdout
+    assert re.search(r"^llmrig-mh-a: healthy$", status.stdout, re.M), status.stdout
 
 
 def test_b_answers_again_once_it_is_back():

@@ -22,6 +22,8 @@ Metrics:
   llmrig_model_state{model,state}                 1 for the model's current router state, 0 for the others
   llmrig_model_loads_total{model}                 loads started (a swap is a load)
   llmrig_model_load_duration_seconds{model}       spawn to ready, histogram
+  llmrig_model_last_load_timestamp_seconds{model} when the last load became ready (Unix time)
+  llmrig_model_last_load_duration_seconds{model}  spawn to ready of that last load
   llmrig_model_load_failures_total{model}         loads that ended with a non-zero exit before ready
   llmrig_model_crashes_total{model}               ready model processes that exited with a non-zero status
   llmrig_gateway_up                               1 while the event stream is connected
@@ -79,6 +81,8 @@ class Tracker:
         self._loading_since: dict[str, float] = {}
         # the arguments of each running model process last seen in GET /models (they hold its own port)
         self._instance: dict[str, tuple[str, ...]] = {}
+        # models whose last-load gauges have a child (a load of theirs reached ready)
+        self._last_loaded: set[str] = set()
         self.state = Gauge("llmrig_model_state", "Router state of each model", ["model", "state"], registry=registry)
         self.loads = Counter("llmrig_model_loads", "Model loads started by the router", ["model"], registry=registry)
         self.load_seconds = Histogram(
@@ -86,6 +90,19 @@ class Tracker:
             "Time from spawning a model process to the model being ready",
             ["model"],
             buckets=LOAD_BUCKETS,
+            registry=registry,
+        )
+        # the last load that reached ready: when (Unix time) and how long it took; absent until one did
+        self.last_load_end = Gauge(
+            "llmrig_model_last_load_timestamp_seconds",
+            "When the model's last load became ready (Unix time)",
+            ["model"],
+            registry=registry,
+        )
+        self.last_load_seconds = Gauge(
+            "llmrig_model_last_load_duration_seconds",
+            "Time from spawning to ready of the model's last load",
+            ["model"],
             registry=registry,
         )
         self.load_failures = Counter(
@@ -164,6 +181,10 @@ class Tracker:
             self.state.remove(model, name)
         for metric in (self.loads, self.load_failures, self.crashes, self.load_seconds):
             metric.remove(model)
+        if model in self._last_loaded:
+            self._last_loaded.discard(model)
+            self.last_load_end.remove(model)
+            self.last_load_seconds.remove(model)
 
     def event(self, event: dict[str, Any], now: float) -> bool:
         """Apply one router event. Returns True when the model list must be read again."""
@@ -187,6 +208,9 @@ class Tracker:
                 started = self._loading_since.pop(model, None)
                 if started is not None and status == "loaded":
                     self.load_seconds.labels(model).observe(max(0.0, now - started))
+                    self._last_loaded.add(model)
+                    self.last_load_end.labels(model).set(now)
+                    self.last_load_seconds.labels(model).set(max(0.0, now - started))
                 self._set_state(model, str(status))
                 # read the model list: it names the new process (its port), which a reconnect compares
                 return status == "loaded"
