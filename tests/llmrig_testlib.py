@@ -114,6 +114,34 @@ def recap_changed(output: str, host: str) -> int | None:
     return int(found.group(1)) if found else None
 
 
+def sdk_clients(base_url: str, key: str, timeout: float = 120) -> tuple[Any, Any]:
+    """The official OpenAI and Anthropic clients for base_url (the OpenAI one under /v1), without retries (every
+    error shows) and without keep-alive: each request on a new connection. The router (cpp-httplib) sometimes
+    closes a kept-alive connection without saying so, and a request sent on it then fails with "Server
+    disconnected without sending a response" (seen in side-by-side runs, twice in one, even between two
+    requests made back to back); the SDKs' default retries hide that, max_retries=0 does not."""
+    import anthropic
+    import httpx2
+    import openai
+
+    fresh = httpx2.Limits(max_connections=10, max_keepalive_connections=0)
+    oai = openai.OpenAI(
+        base_url=f"{base_url}/v1",
+        api_key=key,
+        timeout=timeout,
+        max_retries=0,
+        http_client=openai.DefaultHttpx2Client(limits=fresh),
+    )
+    claude = anthropic.Anthropic(
+        base_url=base_url,
+        api_key=key,
+        timeout=timeout,
+        max_retries=0,
+        http_client=anthropic.DefaultHttpxClient(limits=fresh),
+    )
+    return oai, claude
+
+
 def inventory_for(directory: Path, containers: dict[str, list[str]]) -> Path:
     """An inventory in the directory for live Molecule containers, each in the given groups, with the
     repository's group_vars and the scenario's host_vars. Returns its path."""

@@ -8,33 +8,22 @@ from __future__ import annotations
 import json
 
 import anthropic
-import httpx2
 import openai
 import pytest
-from llmrig_testlib import API_KEY, GATEWAY_URL
+from llmrig_testlib import API_KEY, GATEWAY_URL, sdk_clients
 
 MODEL = "gemma-a"
 QUESTION = [{"role": "user", "content": "What is the capital of France? Answer in one word."}]
 
 
-# The router closes a connection that has been idle for 5 s (cpp-httplib's keep-alive timeout) and both SDKs'
-# pools keep an idle one for 5 s, so a request sent at that instant meets a closed connection ("Server
-# disconnected without sending a response": seen once, with another scenario's tests beside this one). By
-# default the SDKs retry it; these clients do not retry (max_retries=0, so that every error shows), so they
-# drop an idle connection after 2 s instead.
-KEEPALIVE_S = 2
-
-
 @pytest.fixture(scope="module")
 def oai() -> openai.OpenAI:
-    pool = openai.DefaultHttpx2Client(limits=httpx2.Limits(max_connections=10, keepalive_expiry=KEEPALIVE_S))
-    return openai.OpenAI(base_url=f"{GATEWAY_URL}/v1", api_key=API_KEY, timeout=120, max_retries=0, http_client=pool)
+    return sdk_clients(GATEWAY_URL, API_KEY)[0]
 
 
 @pytest.fixture(scope="module")
 def claude() -> anthropic.Anthropic:
-    pool = anthropic.DefaultHttpxClient(limits=httpx2.Limits(max_connections=10, keepalive_expiry=KEEPALIVE_S))
-    return anthropic.Anthropic(base_url=GATEWAY_URL, api_key=API_KEY, timeout=120, max_retries=0, http_client=pool)
+    return sdk_clients(GATEWAY_URL, API_KEY)[1]
 
 
 def test_openai_chat_completion(oai):

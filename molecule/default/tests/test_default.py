@@ -10,7 +10,6 @@ import tempfile
 import threading
 from pathlib import Path
 
-import openai
 import pytest
 import vision_projector
 import yaml
@@ -24,6 +23,7 @@ from llmrig_testlib import (
     model_states,
     request,
     run_playbook,
+    sdk_clients,
     wait_for,
 )
 
@@ -435,7 +435,7 @@ def test_fleet_change_reloads_presets_without_rebuild_or_restart(host, restore_f
     assert body["usage"]["completion_tokens"] > 0
     args = {item["id"]: item["status"]["args"] for item in request("GET", "/models")[1]["data"]}
     assert "--mmproj" in args["gemma-c"], args["gemma-c"]
-    client = openai.OpenAI(base_url=f"{GATEWAY_URL}/v1", api_key=API_KEY, max_retries=0)
+    client = sdk_clients(GATEWAY_URL, API_KEY)[0]
     image = "data:image/png;base64," + base64.b64encode(vision_projector.png()).decode()
     question = [{"type": "text", "text": "What is in this image?"}]
     with_image = client.chat.completions.create(
