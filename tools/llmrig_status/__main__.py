@@ -29,8 +29,8 @@ def ansible_playbook() -> str:
 
 def run(args: argparse.Namespace) -> tuple[int, str, str]:
     command = [ansible_playbook(), str(ROOT / "playbooks/status.yml")]
-    if args.inventory:
-        command += ["-i", args.inventory]
+    for inventory in args.inventory or []:
+        command += ["-i", inventory]
     if args.limit:
         command += ["-l", args.limit]
     command += args.ansible
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="llmrig", description="llmrig on the controller")
     commands = parser.add_subparsers(dest="command", required=True)
     status = commands.add_parser("status", help="what every inference host is doing now")
-    status.add_argument("-i", "--inventory", help="inventory (default: ansible.cfg's)")
+    status.add_argument("-i", "--inventory", action="append", help="inventory, repeatable (default: ansible.cfg's)")
     status.add_argument("-l", "--limit", help="only these hosts (an Ansible pattern)")
     status.add_argument("--json", action="store_true", help="print each host's status as JSON")
     status.add_argument("ansible", nargs="*", help="more ansible-playbook options, after --")
