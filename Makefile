@@ -50,7 +50,7 @@ endif
 PODMAN_RUN_OPTS := --runtime=runc --ulimit nofile=20000:20000 --ulimit nproc=32768:32768 --systemd=always \
   --cap-add=IPC_LOCK -v $(LLMRIG_TEST_CGROUP_VOLUME)
 
-.PHONY: help setup system-packages image lint unit molecule multihost cuda-build-check test demo demo-down bench soak \
+.PHONY: help setup setup-base chat-inputs browser system-packages image lint unit molecule multihost cuda-build-check test demo demo-down bench soak \
   faults race clean checks
 
 help:
@@ -67,21 +67,34 @@ help:
 	@echo "make faults     kill -9, restart, fleet changes and a thrash under load on the demo host: the fault report"
 	@echo "make race       the router's eviction race, held open with gdb on the demo host (patched: HTTP 200)"
 
-setup: system-packages $(VENV)/.installed $(SDIST) $(MODEL) $(NVML_WHEEL) $(PROMTOOL) $(LITELLM_WHEELS)/.complete \
-  $(WEBUI_WHEELS)/.complete
+setup: setup-base chat-inputs
+
+# what the test image and every scenario need; the chat page's browser and wheels (chat-inputs) are needed by
+# the multihost scenario alone, which fetches them while the others run (off make test's longest path)
+setup-base: system-packages $(VENV)/.installed $(SDIST) $(MODEL) $(NVML_WHEEL) $(PROMTOOL) $(LITELLM_WHEELS)/.complete
+
+chat-inputs: browser $(WEBUI_WHEELS)/.complete
+
+# headless Chromium and its WebDriver drive the chat page's browser test (molecule/multihost/tests/test_webui.py)
+browser:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing chromium and chromium-driver"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	  else echo "missing: chromium chromedriver; run 'sudo make setup' or install them with apt" >&2; exit 1; fi; \
+	fi
 
 # podman + runc run the systemd test containers, debootstrap builds their image; nft checks the firewall's rules;
-# gdb holds a request inside the router for the eviction race's test (tools/router_race.py); headless Chromium
-# and its WebDriver drive the chat page's browser test (molecule/multihost/tests/test_webui.py).
+# gdb holds a request inside the router for the eviction race's test (tools/router_race.py).
 system-packages:
-	@missing=""; for cmd in podman runc debootstrap nft gdb chromium chromedriver; do command -v $$cmd >/dev/null || missing="$$missing $$cmd"; done; \
+	@missing=""; for cmd in podman runc debootstrap nft gdb; do command -v $$cmd >/dev/null || missing="$$missing $$cmd"; done; \
 	$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
 	test -s /usr/share/keyrings/debian-archive-keyring.gpg || missing="$$missing debian-archive-keyring"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing system packages:$$missing"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman runc debootstrap nftables gdb chromium chromium-driver python3-venv \
-	      debian-archive-keyring >/dev/null; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman runc debootstrap nftables gdb python3-venv debian-archive-keyring \
+	      >/dev/null; \
 	  else echo "missing:$$missing; run 'sudo make setup' or install them with apt" >&2; exit 1; fi; \
 	fi
 
@@ -121,7 +134,7 @@ $(PROMTOOL):
 	dpkg-deb -x $(CACHE)/deb/prometheus_*.deb $(CACHE)/prometheus
 	$@ --version | head -1
 
-image: setup
+image: setup-base
 	@scripts/build-test-image.sh > $(CACHE)/image-ref
 
 lint: $(VENV)/.installed $(PROMTOOL)
@@ -176,6 +189,8 @@ molecule-%:
 	       echo "== Molecule scenario $*: FAILED after $$(( $$(date +%s) - started )) s"; exit 1; }; \
 	echo "== Molecule scenario $*: passed in $$(( $$(date +%s) - started )) s"
 
+molecule-multihost: chat-inputs
+
 # the multi-host scenario alone (make test runs it beside the others)
 multihost:
 	$(MAKE) molecule SCENARIOS=multihost
@@ -207,7 +222,7 @@ cuda-build-check: image $(CUDA_WHEELS)/.complete $(LIBCUDA_DEB)
 	  molecule test -s cuda_build 2>&1 \
 	  | tee $(CACHE)/molecule-cuda_build.log || { scripts/molecule-failures.sh $(CACHE)/molecule-cuda_build.log; exit 1; }
 
-demo: image
+demo: image $(if $(DEMO_WEBUI),$(WEBUI_WHEELS)/.complete)
 	@mkdir -p $(CACHE)/demo $(CACHE)/ccache
 	@test -s $(CACHE)/demo/api-key || (umask 077; $(BIN)/python -c "import secrets; print(secrets.token_urlsafe(24))" > $(CACHE)/demo/api-key)
 	@if ! podman container exists $(DEMO_NAME); then \
