@@ -74,25 +74,38 @@ def browser() -> Iterator[WebDriver]:
         driver.quit()
 
 
+def text_of(driver: WebDriver, css: str) -> str:
+    """The text of the last element that matches, read in the page in one step: the page re-renders an answer
+    while it streams, and an element found first and read after may be gone by then (stale)."""
+    script = (
+        "const found = document.querySelectorAll(arguments[0]);"
+        "return found.length ? found[found.length - 1].innerText : ''"
+    )
+    return str(driver.execute_script(script, css)).strip()
+
+
 def answer_text(driver: WebDriver) -> str:
-    answers = driver.find_elements(By.CSS_SELECTOR, ".chat-assistant")
-    return answers[-1].text.strip() if answers else ""
+    return text_of(driver, ".chat-assistant")
 
 
 def ask_in_the_page(driver: WebDriver, model: str, message: str, shot: str) -> list[str]:
     """Pick the model, send the message and read the answer while it streams; stop it once it has grown
     (the page sends no max_tokens). Returns the answer's text at each reading that differed from the last."""
     driver.find_element(By.ID, "model-selector-model-button").click()
+    option = f"button[data-value='{model}']"
     wait_for(
-        f"{model} in the model list", lambda: driver.find_elements(By.CSS_SELECTOR, f"button[data-value='{model}']")
-    )[0].click()
-    wait_for(f"{model} selected", lambda: model in driver.find_element(By.ID, "model-selector-model-button").text)
+        f"{model} in the model list",
+        lambda: driver.execute_script("return !!document.querySelector(arguments[0])", option),
+    )
+    driver.execute_script("document.querySelector(arguments[0]).click()", option)
+    wait_for(f"{model} selected", lambda: model in text_of(driver, "#model-selector-model-button"))
     box = driver.find_element(By.ID, "chat-input")
     box.click()
     box.send_keys(message)
-    before = len(driver.find_elements(By.CSS_SELECTOR, ".chat-assistant"))
+    count = "return document.querySelectorAll('.chat-assistant').length"
+    before = driver.execute_script(count)
     box.send_keys(Keys.ENTER)
-    wait_for("an answer block", lambda: len(driver.find_elements(By.CSS_SELECTOR, ".chat-assistant")) > before, 120)
+    wait_for("an answer block", lambda: driver.execute_script(count) > before, 120)
     # read it every 0.1 s until it has changed four times, or has not changed for 15 s (it ended)
     readings: list[str] = []
     changed = time.monotonic()
@@ -107,9 +120,8 @@ def ask_in_the_page(driver: WebDriver, model: str, message: str, shot: str) -> l
         time.sleep(0.1)
     time.sleep(2)  # a little more of the answer in the picture
     driver.save_screenshot(str(SHOTS / shot))
-    stop = driver.find_elements(By.CSS_SELECTOR, "button[aria-label='Stop']")
-    if stop:
-        stop[0].click()
+    # stop it if it still streams (the button goes when the answer ends, perhaps just now)
+    driver.execute_script("document.querySelector(\"button[aria-label='Stop']\")?.click()")
     return readings
 
 
@@ -129,7 +141,9 @@ def test_a_person_logs_in_chats_with_one_model_then_another_and_sees_the_answers
     browser.find_element(By.ID, "model-selector-model-button").click()
     listed = wait_for(
         "the model list",
-        lambda: [e.get_attribute("data-value") for e in browser.find_elements(By.CSS_SELECTOR, "button[role=option]")],
+        lambda: browser.execute_script(
+            "return [...document.querySelectorAll('button[role=option]')].map(b => b.dataset.value)"
+        ),
     )
     browser.save_screenshot(str(SHOTS / "2-model-list.png"))
     browser.find_element(By.ID, "model-selector-model-button").click()  # close it again
