@@ -169,3 +169,47 @@ def test_a_gpu_host_shows_memory_in_use_beside_the_plan_the_tuning_and_a_pending
     )
     assert '  GPU tuning: power_limit_watts{gpu="0"} 250; last run ok' in lines
     assert "  reboot pending (/run/llmrig-nvidia-reboot-required)" in lines
+
+
+def test_a_failed_model_makes_the_host_unhealthy_but_the_router_still_answers(tmp_path):
+    """rig_status run as Ansible runs it, against a stand-in router over real HTTP whose list has a model in
+    the failed state: the host is unhealthy, and the other models' states are still the router's."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from llmrig_testlib import run_module
+
+    listing = {
+        "data": [
+            {"id": "ok", "status": {"value": "unloaded"}},
+            {"id": "broken", "status": {"value": "unloaded", "failed": True, "exit_code": 1}},
+        ]
+    }
+
+    class Router(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps(listing if self.path == "/models" else {"status": "ok"}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Router)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        result = run_module(
+            "rig_status",
+            tmp_path,
+            url=f"http://127.0.0.1:{server.server_port}",
+            api_key="unit-key",
+            install_dir=str(tmp_path),
+            reboot_markers=[],
+        )
+    finally:
+        server.shutdown()
+    assert result["router_up"] is True and result["healthy"] is False, result
+    assert result["problems"] == ["model broken failed (exit code 1)"]
+    assert [(m["id"], m["state"]) for m in result["models"]] == [("ok", "unloaded"), ("broken", "failed")]

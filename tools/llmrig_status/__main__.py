@@ -68,11 +68,11 @@ def main(argv: list[str] | None = None) -> int:
             json.dumps(
                 [
                     {
+                        **(s.report or {}),
                         "host": s.host,
                         "healthy": s.healthy,
                         "reachable": s.reachable,
                         "problems": s.problems,
-                        **(s.report or {}),
                     }
                     for s in found
                 ],

@@ -159,14 +159,15 @@ def state_of(entry: dict) -> str:
     return value if value in STATES else "unloaded"
 
 
-def router(params: dict, problems: list[str]) -> list[dict]:
+def router(params: dict, problems: list[str]) -> list[dict] | None:
+    """The router's models with their states and requests; None when it does not answer."""
     base, key, timeout = params["url"].rstrip("/"), params["api_key"], params["timeout"]
     try:
         get(f"{base}/health", "", timeout)
         listing = json.loads(get(f"{base}/models", key, timeout))["data"]
     except (OSError, ValueError, KeyError) as exc:
         problems.append(f"the router at {base} does not answer: {exc}")
-        return []
+        return None
     models = []
     for entry in listing:
         model = {"id": str(entry["id"]), "state": state_of(entry), "in_flight": None, "queued": None}
@@ -266,8 +267,8 @@ def main() -> None:
     )
     params = module.params
     problems: list[str] = []
-    models = router(params, problems)
-    router_up = not problems
+    listed = router(params, problems)
+    models = listed or []
     loads = last_loads(params["exporter_url"], params["timeout"])
     for model in models:
         at, took = loads.get(model["id"], (None, None))
@@ -276,7 +277,7 @@ def main() -> None:
     module.exit_json(
         changed=False,
         healthy=not problems,
-        router_up=router_up,
+        router_up=listed is not None,
         problems=problems,
         models=models,
         build=build(params["install_dir"]),
