@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 import testinfra
-from llmrig_testlib import API_KEY, REPO
+from llmrig_testlib import API_KEY, REPO, wait_for
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -32,31 +32,6 @@ def loaded_on_a() -> list[str]:
     ask = urllib.request.Request(f"{ROUTER_A}/models", headers={"Authorization": f"Bearer {API_KEY}"})
     with urllib.request.urlopen(ask, timeout=30) as answer:
         return [m["id"] for m in json.load(answer)["data"] if m["status"]["value"] == "loaded"]
-
-
-def busy_on_a() -> int:
-    """Requests in progress or waiting in A's loaded models (their /metrics through the router)."""
-    busy = 0
-    for model in loaded_on_a():
-        ask = urllib.request.Request(
-            f"{ROUTER_A}/metrics?model={model}&autoload=false", headers={"Authorization": f"Bearer {API_KEY}"}
-        )
-        with urllib.request.urlopen(ask, timeout=30) as answer:
-            for line in answer.read().decode().splitlines():
-                if line.startswith(("llamacpp:requests_processing", "llamacpp:requests_deferred")):
-                    busy += int(float(line.split()[-1]))
-    return busy
-
-
-def wait_for(what: str, check, timeout: float = 60, every: float = 0.25):
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no {what} within {timeout:.0f} s")
-        time.sleep(every)
 
 
 @pytest.fixture(scope="module")
@@ -93,19 +68,18 @@ def ask_in_the_page(driver: WebDriver, model: str, message: str, shot: str) -> l
     (the page sends no max_tokens). Returns the answer's text at each reading that differed from the last."""
     driver.find_element(By.ID, "model-selector-model-button").click()
     option = f"button[data-value='{model}']"
-    wait_for(
-        f"{model} in the model list",
-        lambda: driver.execute_script("return !!document.querySelector(arguments[0])", option),
+    assert wait_for(lambda: driver.execute_script("return !!document.querySelector(arguments[0])", option), 60, 0.25), (
+        f"no {model} in the model list"
     )
     driver.execute_script("document.querySelector(arguments[0]).click()", option)
-    wait_for(f"{model} selected", lambda: model in text_of(driver, "#model-selector-model-button"))
+    assert wait_for(lambda: model in text_of(driver, "#model-selector-model-button"), 60, 0.25), f"{model} not selected"
     box = driver.find_element(By.ID, "chat-input")
     box.click()
     box.send_keys(message)
     count = "return document.querySelectorAll('.chat-assistant').length"
     before = driver.execute_script(count)
     box.send_keys(Keys.ENTER)
-    wait_for("an answer block", lambda: driver.execute_script(count) > before, 120)
+    assert wait_for(lambda: driver.execute_script(count) > before, 120, 0.25), "no answer block"
     # read it every 0.1 s until it has changed four times, or has not changed for 15 s (it ended)
     readings: list[str] = []
     changed = time.monotonic()
@@ -128,23 +102,25 @@ def ask_in_the_page(driver: WebDriver, model: str, message: str, shot: str) -> l
 def test_a_person_logs_in_chats_with_one_model_then_another_and_sees_the_answers_stream(browser):
     started = time.monotonic()
     browser.get(f"{WEBUI}/auth")
-    wait_for("the sign-in form", lambda: browser.find_elements(By.CSS_SELECTOR, "input[name=email]"), 120)
+    assert wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "input[name=email]"), 120, 0.25), "no sign-in form"
     browser.save_screenshot(str(SHOTS / "1-sign-in.png"))
     browser.find_element(By.CSS_SELECTOR, "input[name=email]").send_keys(ADMIN[0])
     browser.find_element(By.CSS_SELECTOR, "input[name=password]").send_keys(ADMIN[1])
     browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-    wait_for("the chat page", lambda: browser.find_elements(By.ID, "chat-input"), 120)
+    assert wait_for(lambda: browser.find_elements(By.ID, "chat-input"), 120, 0.25), "no chat page"
     # the release notes greet a new account once
     for button in browser.find_elements(By.XPATH, '//button[contains(., "Okay, Let\'s Go!")]'):
         button.click()
 
     browser.find_element(By.ID, "model-selector-model-button").click()
     listed = wait_for(
-        "the model list",
         lambda: browser.execute_script(
             "return [...document.querySelectorAll('button[role=option]')].map(b => b.dataset.value)"
         ),
+        60,
+        0.25,
     )
+    assert listed, "no model list"
     browser.save_screenshot(str(SHOTS / "2-model-list.png"))
     browser.find_element(By.ID, "model-selector-model-button").click()  # close it again
     # A's own models (its router lists the entries placed on it), nothing of B's
@@ -153,7 +129,7 @@ def test_a_person_logs_in_chats_with_one_model_then_another_and_sees_the_answers
     first = ask_in_the_page(browser, "mh-a", "Write a long story about a lighthouse keeper.", "3-answer-mh-a.png")
     assert loaded_on_a() == ["mh-a"]
     browser.get(f"{WEBUI}/")  # a new chat
-    wait_for("a new chat", lambda: browser.find_elements(By.ID, "chat-input"), 120)
+    assert wait_for(lambda: browser.find_elements(By.ID, "chat-input"), 120, 0.25), "no new chat"
     second = ask_in_the_page(
         browser, "mh-both", "Write a long story about a lighthouse keeper.", "4-answer-mh-both.png"
     )
@@ -165,8 +141,12 @@ def test_a_person_logs_in_chats_with_one_model_then_another_and_sees_the_answers
     )
     # several readings of a growing answer: it streamed in, it did not arrive at once
     assert len(first) >= 3 and len(second) >= 3
-    # the page's requests end (stopped, or at the presets' n-predict): A is left idle for the later tests
-    wait_for("A's router idle", lambda: busy_on_a() == 0, timeout=120, every=1)
+    # the page's requests end (stopped, or at the presets' n-predict): A is left idle for the later tests.
+    # The router's own drain waits for that (no request processing or waiting in a loaded model).
+    drained = testinfra.get_host("podman://llmrig-mh-a").run(
+        "/usr/local/sbin/llmrig-gateway-drain http://127.0.0.1:8080 /etc/llmrig/api-key 120"
+    )
+    assert drained.rc == 0 and "still in flight" not in drained.stdout, drained.stdout + drained.stderr
 
 
 def test_the_browser_never_receives_the_endpoints_key(browser):
